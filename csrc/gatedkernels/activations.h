@@ -1,0 +1,88 @@
+// Activations: sigmoid, tanh and relu, templated on the dtype, written branch-free so that the
+// loops over a block of VB lanes in kernel.h vectorize.
+//
+// float:  exp is a Cephes-style range reduction (n = round(x / ln 2), r = x - n ln 2 in two
+//         parts) with a degree-6 polynomial; 2^n is built from exponent bits in two factors so
+//         results can fall gracefully into the subnormal range. sigmoid and tanh are computed
+//         from e = exp(-|x|) <= 1, which never overflows, so both saturate over the whole float
+//         range and a finite input never gives NaN or Inf. NaN propagates.
+//         Maximum error (tests/test_activations.py sweeps every float in the range and holds it):
+//         sigmoid <= 3 ulp, tanh <= 3 ulp, relative to the correctly rounded result.
+// double: libm's exp and tanh (correctly rounded to within 1 ulp in glibc).
+// No include guard: included by kernel.h inside namespace gatedkernels::GK_ISA, so each
+// instruction-set build has its own copy and the linker can never merge two of them.
+#ifndef GK_ISA
+#error "include kernel.h, not this header"
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace gatedkernels {
+namespace GK_ISA {
+
+template <typename T>
+inline T relu(T x) {
+  // x > 0 ? x : 0 would turn NaN into 0; IEEE says NaN in, NaN out.
+  return x < T(0) ? T(0) : x;
+}
+
+// exp(x) for x <= 0, float. Valid on [-inf, 0]; exact 0 below about -103.97.
+inline float exp_nonpos(float x) {
+  x = x < -104.0f ? -104.0f : x;                 // NaN passes through both selects
+  const float kShift = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
+  float n = (x * 1.44269504088896341f + kShift) - kShift;
+  float r = x - n * 0.693359375f;                // ln 2 split so n * hi is exact
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  // 2^n with n in [-150, 0]: split into two exponents >= -75 so each factor is a normal float
+  // and only the final product rounds into the subnormals.
+  int32_t ni = static_cast<int32_t>(n == n ? n : 0.0f);
+  int32_t n1 = ni / 2;
+  int32_t n2 = ni - n1;
+  int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  return (p * s1) * s2;
+}
+
+inline float sigmoid(float x) {
+  float e = exp_nonpos(-std::fabs(x));
+  float d = 1.0f + e;
+  return x < 0.0f ? e / d : 1.0f / d;
+}
+
+inline float tanh_act(float x) {
+  float a = std::fabs(x);
+  // Small |x|: odd polynomial (Cephes tanhf form), accurate where 1 - 2/(e^2x + 1) cancels.
+  float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  float small = p * z * x + x;
+  float e = exp_nonpos(-2.0f * a);
+  float big = (1.0f - e) / (1.0f + e);
+  big = x < 0.0f ? -big : big;
+  return a < 0.625f ? small : big;
+}
+
+inline double sigmoid(double x) {
+  double e = std::exp(-std::fabs(x));
+  double d = 1.0 + e;
+  return x < 0.0 ? e / d : 1.0 / d;
+}
+
+inline double tanh_act(double x) { return std::tanh(x); }
+
+}  // namespace GK_ISA
+}  // namespace gatedkernels

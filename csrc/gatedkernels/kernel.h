@@ -1,0 +1,489 @@
+// Packed weights, the fused step of every cell and the sequence driver.
+//
+// This header has no include guard on purpose: a translation unit includes it once, inside the
+// namespace of the instruction set it is compiled for (kernels_generic.cc defines
+// GK_ISA = generic), so every ISA gets its own copy of every symbol and none can be merged with
+// another by the linker. It must not instantiate anything from the standard library.
+//
+// Packed panel of a weight matrix W [G*H, K] whose rows are stacked gate by gate:
+//   nb = ceil(H / VB) blocks of VB hidden units; block b is [K][G][VB], contiguous:
+//   panel[((b*K + k)*G + g)*VB + l] = W[g*H + b*VB + l, k]   (0 where b*VB + l >= H)
+// so one pass over k streams the weights of all G gates of VB units once, and the G*VB
+// accumulators of each batch row stay in registers until the cell's pointwise epilogue.
+// Bias panels are [nb][G][VB] in the same order. The input projection of a whole sequence is
+// written in the same [rows][nb][G][VB] order, so the step reads one contiguous G*VB chunk.
+
+#ifndef GK_ISA
+#error "define GK_ISA (the ISA namespace) before including kernel.h"
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "gatedkernels/gatedkernels.h"
+#include "gatedkernels/activations.h"
+#include "gatedkernels/cells.h"
+
+namespace gatedkernels {
+namespace GK_ISA {
+
+template <typename T>
+struct Tile {
+  static constexpr int VB = GK_VB_BYTES / sizeof(T);  // hidden units per block
+  static constexpr int BT = GK_BATCH_TILE;           // batch rows per register tile
+};
+
+template <typename T>
+constexpr int64_t nblocks(int64_t H) {
+  return (H + Tile<T>::VB - 1) / Tile<T>::VB;
+}
+
+template <typename T>
+constexpr int64_t panel_size(int64_t H, int G, int64_t K) {
+  return nblocks<T>(H) * K * G * Tile<T>::VB;
+}
+
+inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte offsets
+
+template <typename T>
+inline T at_or_zero(const T* p, int64_t i) {
+  return p ? p[i] : T(0);
+}
+
+// Packs rows [row0 + g*H + j] of W [*, K] for gates g < G, units j < H, into a panel.
+template <typename T>
+void pack_panel(const T* W, int64_t row0, int64_t H, int G, int64_t K, T* out) {
+  constexpr int VB = Tile<T>::VB;
+  for (int64_t b = 0; b < nblocks<T>(H); ++b)
+    for (int64_t k = 0; k < K; ++k)
+      for (int g = 0; g < G; ++g)
+        for (int l = 0; l < VB; ++l) {
+          const int64_t j = b * VB + l;
+          *out++ = j < H ? W[(row0 + g * H + j) * K + k] : T(0);
+        }
+}
+
+// Where each part of a packed layer lives in its buffer (offsets in elements).
+struct LayerLayout {
+  int G;
+  int64_t w_ih, w_hh, w_hh_n, bias, b_hn, w_hr, total;  // -1: absent
+};
+
+inline LayerLayout layer_layout_f(const CellSpec& spec, const LayerDims& d, int64_t vb_elems) {
+  // vb_elems is passed in so this helper needs no template: sizes in units of the dtype.
+  LayerLayout L{};
+  L.G = gate_count(spec.kind);
+  const int64_t nb = (d.H + vb_elems - 1) / vb_elems, nbp = (d.P + vb_elems - 1) / vb_elems;
+  const int64_t unit = nb * vb_elems;
+  int64_t off = 0;
+  L.w_ih = off;
+  off += round_up(unit * d.I * L.G);
+  L.w_hh = off;
+  L.w_hh_n = -1;
+  if (spec.kind == kGRU && !spec.linear_before_reset) {
+    // r and z read h; n reads r*h, which exists only after r: two panels, two passes.
+    off += round_up(unit * d.P * 2);
+    L.w_hh_n = off;
+    off += round_up(unit * d.P);
+  } else {
+    off += round_up(unit * d.P * L.G);
+  }
+  L.bias = off;
+  off += round_up(unit * L.G);
+  L.b_hn = -1;
+  if (spec.kind == kGRU && spec.linear_before_reset) {
+    L.b_hn = off;
+    off += round_up(unit);
+  }
+  L.w_hr = -1;
+  if (spec.kind == kLSTM && d.P != d.H) {
+    L.w_hr = off;
+    off += round_up(nbp * vb_elems * d.H);
+  }
+  L.total = off;
+  return L;
+}
+
+template <typename T>
+LayerLayout layer_layout(const CellSpec& spec, const LayerDims& d) {
+  return layer_layout_f(spec, d, Tile<T>::VB);
+}
+
+template <typename T>
+struct PackedView {
+  const T* w_ih;    // panel, G gates, K = I
+  const T* w_hh;    // panel, G gates (GRU reset-before: r, z only), K = P
+  const T* w_hh_n;  // GRU reset-before: panel of W_hn, K = H; else null
+  const T* bias;    // [nb][G][VB] input-side bias with every foldable recurrent bias added
+  const T* b_hn;    // GRU reset-after: [nb][VB] b_hn; else null
+  const T* w_hr;    // LSTM projection: panel of W_hr (P rows, 1 gate, K = H); else null
+};
+
+template <typename T>
+PackedView<T> view_layer(const CellSpec& spec, const LayerDims& d, const T* buf) {
+  const LayerLayout L = layer_layout<T>(spec, d);
+  auto part = [buf](int64_t off) { return off < 0 ? nullptr : buf + off; };
+  return PackedView<T>{part(L.w_ih), part(L.w_hh), part(L.w_hh_n),
+                       part(L.bias), part(L.b_hn), part(L.w_hr)};
+}
+
+template <typename T>
+void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<T>& raw, T* out) {
+  constexpr int VB = Tile<T>::VB;
+  const LayerLayout L = layer_layout<T>(spec, d);
+  for (int64_t i = 0; i < L.total; ++i) out[i] = T(0);
+  const int G = L.G;
+  const int64_t H = d.H;
+  pack_panel(raw.w_ih, 0, H, G, d.I, out + L.w_ih);
+  if (L.w_hh_n >= 0) {
+    pack_panel(raw.w_hh, 0, H, 2, d.P, out + L.w_hh);
+    pack_panel(raw.w_hh, 2 * H, H, 1, d.P, out + L.w_hh_n);
+  } else {
+    pack_panel(raw.w_hh, 0, H, G, d.P, out + L.w_hh);
+  }
+  // Folded bias: b_ih + b_hh, except b_hn of the reset-after GRU, which is multiplied by r.
+  T* bias = out + L.bias;
+  for (int64_t b = 0; b < nblocks<T>(H); ++b)
+    for (int g = 0; g < G; ++g)
+      for (int l = 0; l < VB; ++l) {
+        const int64_t j = b * VB + l, row = g * H + j;
+        if (j >= H) continue;
+        const bool keep_hh_apart = L.b_hn >= 0 && g == 2;
+        bias[(b * G + g) * VB + l] =
+            at_or_zero(raw.b_ih, row) + (keep_hh_apart ? T(0) : at_or_zero(raw.b_hh, row));
+        if (keep_hh_apart) out[L.b_hn + b * VB + l] = at_or_zero(raw.b_hh, row);
+      }
+  if (L.w_hr >= 0) pack_panel(raw.w_hr, 0, d.P, 1, H, out + L.w_hr);
+}
+
+// acc[r][*] = A[row r, :K] . panel block (G*VB columns), for `rows` <= BT rows of A.
+// Rows past `rows` repeat the last row so the tile shape stays fixed for the compiler.
+template <typename T, int G, int BT>
+inline void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
+                     T (&acc)[BT][G * Tile<T>::VB]) {
+  constexpr int W = G * Tile<T>::VB;
+  const T* a[BT];
+  for (int r = 0; r < BT; ++r) a[r] = A + (r < rows ? r : rows - 1) * lda;
+  for (int r = 0; r < BT; ++r)
+    for (int i = 0; i < W; ++i) acc[r][i] = T(0);
+  for (int64_t k = 0; k < K; ++k) {
+    const T* w = block + k * W;
+    for (int r = 0; r < BT; ++r) {
+      const T av = a[r][k];
+      for (int i = 0; i < W; ++i) acc[r][i] += av * w[i];
+    }
+  }
+}
+
+// out[r][b][G][VB] = A[r, :K] . panel + bias, for R rows: the input projection of every row of a
+// sequence in one GEMM (rows in the caller's order).
+template <typename T, int G>
+void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel,
+                    const T* bias, int64_t nb, T* out) {
+  constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT, W = G * VB;
+  for (int64_t b = 0; b < nb; ++b) {
+    const T* block = panel + b * K * W;
+    const T* bb = bias + b * W;
+    for (int64_t r0 = 0; r0 < R; r0 += BT) {
+      const int64_t rows = R - r0 < BT ? R - r0 : BT;
+      T acc[BT][W];
+      tile_dot<T, G, BT>(A + r0 * lda, lda, rows, block, K, acc);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* o = out + ((r0 + r) * nb + b) * W;
+        for (int i = 0; i < W; ++i) o[i] = acc[r][i] + bb[i];
+      }
+    }
+  }
+}
+
+// out[r, :Hout] = A[r, :K] . panel (one gate, Hout rows of W), dense [R, Hout]: the LSTM
+// projection h = W_hr m.
+template <typename T>
+void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel, int64_t Hout,
+                   T* out) {
+  constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+  for (int64_t b = 0; b < nblocks<T>(Hout); ++b) {
+    const int64_t j0 = b * VB, lanes = Hout - j0 < VB ? Hout - j0 : VB;
+    for (int64_t r0 = 0; r0 < R; r0 += BT) {
+      const int64_t rows = R - r0 < BT ? R - r0 : BT;
+      T acc[BT][VB];
+      tile_dot<T, 1, BT>(A + r0 * lda, lda, rows, panel + b * K * VB, K, acc);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t l = 0; l < lanes; ++l) out[(r0 + r) * Hout + j0 + l] = acc[r][l];
+    }
+  }
+}
+
+// Copies `lanes` values of a row into a VB-wide local (zeros past them), and back.
+template <typename T>
+inline void load_lanes(const T* src, int64_t lanes, T* dst) {
+  for (int l = 0; l < Tile<T>::VB; ++l) dst[l] = l < lanes ? src[l] : T(0);
+}
+template <typename T>
+inline void store_lanes(const T* src, int64_t lanes, T* dst) {
+  for (int64_t l = 0; l < lanes; ++l) dst[l] = src[l];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused steps. Each computes, for every hidden block and batch tile, the recurrent product into
+// registers and finishes the cell there: no [N, G*H] gates tensor is written to memory.
+//   xp        input projection of this step, row n at xp + n*xp_stride, [nb][G][VB]
+//   h [N, P], c [N, H] in; h1 [N, P], c1 [N, H] out; scratch sized by Cell::scratch().
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+struct Lstm {
+  static constexpr int G = 4;
+  static constexpr bool kHasC = true;
+  static int64_t scratch(const LayerDims& d, int64_t N) { return d.P != d.H ? N * d.H : 0; }
+
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
+                   int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch) {
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
+    T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      for (int64_t n0 = 0; n0 < N; n0 += BT) {
+        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+        T acc[BT][G * VB];
+        tile_dot<T, G, BT>(h + n0 * P, P, rows, w.w_hh + b * P * G * VB, P, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          const T* x = xp + n * xp_stride + b * G * VB;
+          const T* a = acc[r];
+          T cv[VB], c1v[VB], h1v[VB];
+          load_lanes(c + n * H + j0, lanes, cv);
+          for (int l = 0; l < VB; ++l)
+            lstm_pointwise(x[l] + a[l], x[VB + l] + a[VB + l], x[2 * VB + l] + a[2 * VB + l],
+                           x[3 * VB + l] + a[3 * VB + l], cv[l], c1v[l], h1v[l]);
+          store_lanes(c1v, lanes, c1 + n * H + j0);
+          store_lanes(h1v, lanes, hout + n * H + j0);
+        }
+      }
+    }
+    if (w.w_hr) project_dense(scratch, H, N, H, w.w_hr, P, h1);
+  }
+};
+
+template <typename T, bool kLinearBeforeReset>
+struct Gru {
+  static constexpr int G = 3;
+  static constexpr bool kHasC = false;
+  static int64_t scratch(const LayerDims& d, int64_t N) {
+    return kLinearBeforeReset ? 0 : 2 * N * d.H;
+  }
+
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
+                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T* scratch) {
+    if (kLinearBeforeReset)
+      step_reset_after(d, N, w, xp, xp_stride, h, h1);
+    else
+      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch);
+  }
+
+  static void step_reset_after(const LayerDims& d, int64_t N, const PackedView<T>& w,
+                               const T* xp, int64_t xp_stride, const T* h, T* h1) {
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    const int64_t H = d.H, nb = nblocks<T>(H);
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      const T* bhn = w.b_hn + b * VB;
+      for (int64_t n0 = 0; n0 < N; n0 += BT) {
+        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+        T acc[BT][G * VB];
+        tile_dot<T, G, BT>(h + n0 * H, H, rows, w.w_hh + b * H * G * VB, H, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          const T* x = xp + n * xp_stride + b * G * VB;
+          const T* a = acc[r];
+          T hv[VB], h1v[VB];
+          load_lanes(h + n * H + j0, lanes, hv);
+          for (int l = 0; l < VB; ++l)
+            h1v[l] = gru_lbr_pointwise(x[l] + a[l], x[VB + l] + a[VB + l], x[2 * VB + l],
+                                       a[2 * VB + l] + bhn[l], hv[l]);
+          store_lanes(h1v, lanes, h1 + n * H + j0);
+        }
+      }
+    }
+  }
+
+  static void step_reset_before(const LayerDims& d, int64_t N, const PackedView<T>& w,
+                                const T* xp, int64_t xp_stride, const T* h, T* h1, T* scratch) {
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    const int64_t H = d.H, nb = nblocks<T>(H);
+    T* rh = scratch;         // r * h, [N, H]
+    T* zs = scratch + N * H; // z, [N, H]
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      for (int64_t n0 = 0; n0 < N; n0 += BT) {
+        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+        T acc[BT][2 * VB];
+        tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          const T* x = xp + n * xp_stride + b * G * VB;
+          const T* a = acc[r];
+          T hv[VB], rhv[VB], zv[VB];
+          load_lanes(h + n * H + j0, lanes, hv);
+          for (int l = 0; l < VB; ++l) gru_rz(x[l] + a[l], x[VB + l] + a[VB + l], hv[l], rhv[l], zv[l]);
+          store_lanes(rhv, lanes, rh + n * H + j0);
+          store_lanes(zv, lanes, zs + n * H + j0);
+        }
+      }
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      for (int64_t n0 = 0; n0 < N; n0 += BT) {
+        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+        T acc[BT][VB];
+        tile_dot<T, 1, BT>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          const T* x = xp + n * xp_stride + b * G * VB + 2 * VB;
+          T hv[VB], zv[VB], h1v[VB];
+          load_lanes(h + n * H + j0, lanes, hv);
+          load_lanes(zs + n * H + j0, lanes, zv);
+          for (int l = 0; l < VB; ++l) h1v[l] = gru_n_blend(x[l] + acc[r][l], zv[l], hv[l]);
+          store_lanes(h1v, lanes, h1 + n * H + j0);
+        }
+      }
+    }
+  }
+};
+
+template <typename T, bool kRelu>
+struct Rnn {
+  static constexpr int G = 1;
+  static constexpr bool kHasC = false;
+  static int64_t scratch(const LayerDims&, int64_t) { return 0; }
+
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
+                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*) {
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    const int64_t H = d.H, nb = nblocks<T>(H);
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      for (int64_t n0 = 0; n0 < N; n0 += BT) {
+        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+        T acc[BT][VB];
+        tile_dot<T, 1, BT>(h + n0 * H, H, rows, w.w_hh + b * H * VB, H, acc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          const T* x = xp + n * xp_stride + b * VB;
+          T h1v[VB];
+          for (int l = 0; l < VB; ++l) h1v[l] = rnn_pointwise<T, kRelu>(x[l] + acc[r][l]);
+          store_lanes(h1v, lanes, h1 + n * H + j0);
+        }
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Drivers: one step (a module's cell call) and a whole sequence.
+// ---------------------------------------------------------------------------------------------
+
+template <class Cell, typename T>
+int64_t step_ws(const LayerDims& d, int64_t N) {
+  return round_up(N * nblocks<T>(d.H) * Cell::G * Tile<T>::VB) + round_up(Cell::scratch(d, N));
+}
+
+template <class Cell, typename T>
+void step_impl(const CellSpec& spec, const LayerDims& d, int64_t N, const T* packed, const T* x,
+               const T* h, const T* c, T* h1, T* c1, T* ws) {
+  const PackedView<T> w = view_layer<T>(spec, d, packed);
+  const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
+  T* xp = ws;
+  T* scratch = ws + round_up(N * row);
+  project_packed<T, Cell::G>(x, d.I, N, d.I, w.w_ih, w.bias, nb, xp);
+  Cell::step(d, N, w, xp, row, h, c, h1, c1, scratch);
+}
+
+template <typename T>
+inline void copy_n(const T* src, int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+template <typename T>
+inline void fill_n(T v, int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = v;
+}
+
+template <class Cell, typename T>
+int64_t sequence_ws(const SeqShape& s) {
+  const LayerDims d{s.L > 1 ? (s.I > s.D * s.P ? s.I : s.D * s.P) : s.I, s.H, s.P};
+  const int64_t R = s.T * s.N;
+  int64_t n = round_up(R * nblocks<T>(s.H) * Cell::G * Tile<T>::VB);  // input projection
+  if (s.L > 1) n += 2 * round_up(R * s.D * s.P);                        // layer outputs
+  n += 2 * round_up(s.N * s.P) + 2 * round_up(s.N * s.H);               // h, c double buffers
+  n += round_up(Cell::scratch(d, s.N));
+  return n;
+}
+
+template <class Cell, typename T>
+void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
+                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
+  const int64_t T_ = s.T, N = s.N, H = s.H, P = s.P, DP = s.D * s.P, R = T_ * N;
+  const int64_t nb = nblocks<T>(H), row = nb * Cell::G * Tile<T>::VB;
+  T* xp = ws;
+  T* p = ws + round_up(R * row);
+  T* buf[2] = {nullptr, nullptr};
+  if (s.L > 1) {
+    buf[0] = p;
+    buf[1] = p + round_up(R * DP);
+    p += 2 * round_up(R * DP);
+  }
+  T* hs[2] = {p, p + round_up(N * P)};
+  p += 2 * round_up(N * P);
+  T* cs[2] = {p, p + round_up(N * H)};
+  p += 2 * round_up(N * H);
+  T* scratch = p;
+
+  // Row of (t, n) in x, y and the projection: the layout is the caller's, never transposed.
+  const int64_t t_stride = s.batch_first ? 1 : N, n_stride = s.batch_first ? T_ : 1;
+
+  for (int64_t l = 0; l < s.L; ++l) {
+    const T* in = l == 0 ? x : buf[(l - 1) % 2];
+    const int64_t in_w = l == 0 ? s.I : DP;
+    T* out = l == s.L - 1 ? y : buf[l % 2];
+    const LayerDims d{in_w, H, P};
+    for (int64_t dir = 0; dir < s.D; ++dir) {
+      const int64_t ld = l * s.D + dir;
+      const PackedView<T> w = view_layer<T>(spec, d, packed[ld]);
+      project_packed<T, Cell::G>(in, in_w, R, in_w, w.w_ih, w.bias, nb, xp);
+      T* h = hs[0];
+      T* h_next = hs[1];
+      T* c = cs[0];
+      T* c_next = cs[1];
+      if (h0) copy_n(h0 + ld * N * P, N * P, h); else fill_n(T(0), N * P, h);
+      if (Cell::kHasC) {
+        if (c0) copy_n(c0 + ld * N * H, N * H, c); else fill_n(T(0), N * H, c);
+      }
+      for (int64_t step = 0; step < T_; ++step) {
+        const int64_t t = dir == 0 ? step : T_ - 1 - step;
+        Cell::step(d, N, w, xp + t * t_stride * row, n_stride * row, h, c, h_next, c_next,
+                   scratch);
+        for (int64_t n = 0; n < N; ++n) {
+          T* yrow = out + (t * t_stride + n * n_stride) * DP + dir * P;
+          if (!lengths || t < lengths[n]) {
+            copy_n(h_next + n * P, P, yrow);
+          } else {
+            // Past this row's length: the state holds (the reverse direction thus starts at
+            // its last valid step) and the output is zero (SPEC §3).
+            copy_n(h + n * P, P, h_next + n * P);
+            if (Cell::kHasC) copy_n(c + n * H, H, c_next + n * H);
+            fill_n(T(0), P, yrow);
+          }
+        }
+        T* tmp = h; h = h_next; h_next = tmp;
+        tmp = c; c = c_next; c_next = tmp;
+      }
+      copy_n(h, N * P, hn + ld * N * P);
+      if (Cell::kHasC) copy_n(c, N * H, cn + ld * N * H);
+    }
+  }
+}
+
+}  // namespace GK_ISA
+}  // namespace gatedkernels

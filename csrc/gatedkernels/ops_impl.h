@@ -1,0 +1,93 @@
+// Fills the KernelOps tables of one ISA: turns the runtime CellSpec into template arguments once
+// per call (never inside a loop). Included at the end of an ISA translation unit, inside nothing,
+// after kernel.h and raw_step.h; GK_ISA names the namespace.
+
+#ifndef GK_ISA
+#error "define GK_ISA (the ISA namespace) before including ops_impl.h"
+#endif
+
+namespace gatedkernels {
+namespace GK_ISA {
+
+// Calls f.template operator()<Cell>() with the cell type that `spec` names.
+template <typename T, class F>
+auto with_cell(const CellSpec& spec, F&& f) {
+  switch (spec.kind) {
+    case kLSTM:
+      return f(Lstm<T>{});
+    case kGRU:
+      return spec.linear_before_reset ? f(Gru<T, true>{}) : f(Gru<T, false>{});
+    default:
+      return spec.relu ? f(Rnn<T, true>{}) : f(Rnn<T, false>{});
+  }
+}
+
+template <typename T>
+int64_t packed_layer_size_t(const CellSpec& spec, const LayerDims& d) {
+  return layer_layout<T>(spec, d).total;
+}
+
+template <typename T>
+int64_t step_ws_t(const CellSpec& spec, const LayerDims& d, int64_t N) {
+  return with_cell<T>(spec, [&](auto cell) { return step_ws<decltype(cell), T>(d, N); });
+}
+
+template <typename T>
+void step_t(const CellSpec& spec, const LayerDims& d, int64_t N, const T* packed, const T* x,
+            const T* h, const T* c, T* h1, T* c1, T* ws) {
+  with_cell<T>(spec, [&](auto cell) {
+    step_impl<decltype(cell), T>(spec, d, N, packed, x, h, c, h1, c1, ws);
+    return 0;
+  });
+}
+
+template <typename T>
+int64_t raw_ws_t(const CellSpec& spec, const LayerDims& d, int64_t N) {
+  return raw_ws<T>(spec, d, N);
+}
+
+template <typename T>
+void raw_step_t(const CellSpec& spec, const LayerDims& d, int64_t N, const RawWeights<T>& w,
+                const T* x, const T* h, const T* c, T* h1, T* c1, T* ws) {
+  switch (spec.kind) {
+    case kLSTM:
+      raw_lstm(d, N, w, x, h, c, h1, c1, ws);
+      break;
+    case kGRU:
+      if (spec.linear_before_reset)
+        raw_gru<T, true>(d, N, w, x, h, h1, ws);
+      else
+        raw_gru<T, false>(d, N, w, x, h, h1, ws);
+      break;
+    default:
+      if (spec.relu)
+        raw_rnn<T, true>(d, N, w, x, h, h1);
+      else
+        raw_rnn<T, false>(d, N, w, x, h, h1);
+  }
+}
+
+template <typename T>
+int64_t seq_ws_t(const CellSpec& spec, const SeqShape& s) {
+  return with_cell<T>(spec, [&](auto cell) { return sequence_ws<decltype(cell), T>(s); });
+}
+
+template <typename T>
+void seq_t(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
+           const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
+  with_cell<T>(spec, [&](auto cell) {
+    sequence_impl<decltype(cell), T>(spec, s, packed, x, lengths, h0, c0, y, hn, cn, ws);
+    return 0;
+  });
+}
+
+template <typename T>
+KernelOps<T> make_ops(const char* name) {
+  return KernelOps<T>{name,           Tile<T>::VB,      packed_layer_size_t<T>,
+                      pack_layer_impl<T>, step_ws_t<T>, step_t<T>,
+                      raw_ws_t<T>,    raw_step_t<T>,    seq_ws_t<T>,
+                      seq_t<T>};
+}
+
+}  // namespace GK_ISA
+}  // namespace gatedkernels

@@ -1,0 +1,392 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# distutils: language = c++
+"""Binding to the C++ kernels (csrc/). Thin on purpose: it reads shapes and data pointers of
+NumPy arrays, checks that they agree with what the kernel will touch (so that no call, however
+wrong, can make the kernel read or write out of bounds), releases the GIL when the call does
+enough work to pay for it, and calls. It holds no arithmetic, no defaults and no policy: the API
+(gatedkernels/_api.py) validates arguments, casts dtypes and allocates outputs.
+
+Arrays are taken as ``cnp.ndarray`` and read through the PyArray_* macros: about 60 ns for a
+five-array call, against about 1.2 us with typed memoryviews (research/build.md §1).
+"""
+from libc.stdint cimport int64_t
+from libcpp.vector cimport vector
+cimport numpy as cnp
+import numpy as np
+
+from gatedkernels._ext cimport (
+    CellSpec, LayerDims, SeqShape, RawWeights, gate_count, block_width, packed_layer_size,
+    pack_layer, step_workspace_size, step_forward, raw_step_workspace_size, raw_step_forward,
+    sequence_workspace_size, sequence_forward, kernel_build,
+)
+
+cnp.import_array()
+
+ctypedef const float* cfloat_ptr
+ctypedef const double* cdouble_ptr
+
+# Below this many multiply-adds a call keeps the GIL: releasing and retaking it costs ~50 ns.
+cdef enum:
+    GIL_RELEASE_WORK = 32768
+
+LSTM = 0
+GRU = 1
+RNN = 2
+
+
+def build_info():
+    """Name of the compiled kernel build and the packed block width per dtype."""
+    return {
+        "isa": kernel_build().decode(),
+        "block_width_float32": block_width[float](),
+        "block_width_float64": block_width[double](),
+    }
+
+
+cdef inline int _typenum(object dtype) except -1:
+    if dtype == np.float32:
+        return cnp.NPY_FLOAT32
+    if dtype == np.float64:
+        return cnp.NPY_FLOAT64
+    raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+
+
+cdef int _check(cnp.ndarray a, str name, int typenum, int64_t d0, int64_t d1=-2,
+                int64_t d2=-2, bint writable=False) except -1:
+    """a must be a C-contiguous array of `typenum` with exactly the dims given (-2: no dim)."""
+    if a is None:
+        raise ValueError(f"{name}: an array is required")
+    cdef int ndim = 1 + (d1 != -2) + (d2 != -2)
+    cdef int64_t want[3]
+    want[0], want[1], want[2] = d0, d1, d2
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{name}: kernel expects dtype {_dtype_name(typenum)}, got {a.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name}: kernel expects a C-contiguous array")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name}: kernel output must be writable")
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    cdef bint ok = cnp.PyArray_NDIM(a) == ndim
+    cdef int i
+    if ok:
+        for i in range(ndim):
+            ok = ok and dims[i] == want[i]
+    if not ok:
+        raise ValueError(f"{name}: kernel expects shape {tuple([want[i] for i in range(ndim)])}, "
+                         f"got {(<object>a).shape}")
+    return 0
+
+
+cdef str _dtype_name(int typenum):
+    return "float32" if typenum == cnp.NPY_FLOAT32 else "float64"
+
+
+cdef inline const void* _ptr_or_null(cnp.ndarray a):
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+cdef CellSpec _spec(int kind, bint linear_before_reset, bint relu) except *:
+    if kind not in (LSTM, GRU, RNN):
+        raise ValueError(f"unknown cell kind {kind}")
+    cdef CellSpec s
+    s.kind = kind
+    s.linear_before_reset = linear_before_reset
+    s.relu = relu
+    return s
+
+
+cdef class Kernel:
+    """Packed weights of an L-layer, D-direction cell stack, and the calls that use them.
+
+    ``layers`` lists, layer-major then direction, tuples (w_ih, w_hh, b_ih, b_hh, w_hr) of
+    C-contiguous arrays of ``dtype`` in PyTorch layout (biases and w_hr may be None). Packing
+    happens here, once; the arrays are not kept.
+    """
+    cdef readonly int kind, G, L, D
+    cdef readonly bint linear_before_reset, relu
+    cdef readonly int64_t I, H, P
+    cdef readonly object dtype
+    cdef int typenum
+    cdef CellSpec spec
+    cdef list packed            # one ndarray per layer-direction (owns the memory)
+    cdef vector[cfloat_ptr] ptr_f
+    cdef vector[cdouble_ptr] ptr_d
+    cdef cnp.ndarray step_ws    # reused by step() while the GIL is held
+    cdef bint step_ws_busy
+
+    def __init__(self, int kind, bint linear_before_reset, bint relu, dtype, int64_t I,
+                 int64_t H, int64_t P, int L, int D, list layers):
+        self.spec = _spec(kind, linear_before_reset, relu)
+        self.kind, self.linear_before_reset, self.relu = kind, linear_before_reset, relu
+        self.typenum = _typenum(dtype)
+        self.dtype = np.dtype(dtype)
+        if I < 1 or H < 1 or P < 1 or L < 1 or D not in (1, 2):
+            raise ValueError(f"bad kernel sizes I={I} H={H} P={P} L={L} D={D}")
+        if P != H and kind != LSTM:
+            raise ValueError("only an LSTM can have a projection (P != H)")
+        if len(layers) != L * D:
+            raise ValueError(f"expected {L * D} layer-direction weight tuples, got {len(layers)}")
+        self.G = gate_count(kind)
+        self.I, self.H, self.P, self.L, self.D = I, H, P, L, D
+        self.packed = []
+        self.step_ws = None
+        self.step_ws_busy = False
+        cdef LayerDims dims
+        cdef RawWeights[float] rf
+        cdef RawWeights[double] rd
+        cdef cnp.ndarray w_ih, w_hh, b_ih, b_hh, w_hr, out
+        cdef int64_t GH = self.G * H, size
+        for idx, t in enumerate(layers):
+            w_ih, w_hh, b_ih, b_hh, w_hr = t
+            dims.I = I if idx < D else D * P
+            dims.H = H
+            dims.P = P
+            _check(w_ih, "w_ih", self.typenum, GH, dims.I)
+            _check(w_hh, "w_hh", self.typenum, GH, P)
+            if b_ih is not None:
+                _check(b_ih, "b_ih", self.typenum, GH)
+            if b_hh is not None:
+                _check(b_hh, "b_hh", self.typenum, GH)
+            if (w_hr is not None) != (P != H):
+                raise ValueError("w_hr must be given exactly when P != H")
+            if w_hr is not None:
+                _check(w_hr, "w_hr", self.typenum, P, H)
+            if self.typenum == cnp.NPY_FLOAT32:
+                size = packed_layer_size[float](self.spec, dims)
+                out = np.empty(size, dtype=np.float32)
+                rf.w_ih = <const float*>cnp.PyArray_DATA(w_ih)
+                rf.w_hh = <const float*>cnp.PyArray_DATA(w_hh)
+                rf.b_ih = <const float*>_ptr_or_null(b_ih)
+                rf.b_hh = <const float*>_ptr_or_null(b_hh)
+                rf.w_hr = <const float*>_ptr_or_null(w_hr)
+                with nogil:
+                    pack_layer[float](self.spec, dims, rf, <float*>cnp.PyArray_DATA(out))
+                self.ptr_f.push_back(<const float*>cnp.PyArray_DATA(out))
+            else:
+                size = packed_layer_size[double](self.spec, dims)
+                out = np.empty(size, dtype=np.float64)
+                rd.w_ih = <const double*>cnp.PyArray_DATA(w_ih)
+                rd.w_hh = <const double*>cnp.PyArray_DATA(w_hh)
+                rd.b_ih = <const double*>_ptr_or_null(b_ih)
+                rd.b_hh = <const double*>_ptr_or_null(b_hh)
+                rd.w_hr = <const double*>_ptr_or_null(w_hr)
+                with nogil:
+                    pack_layer[double](self.spec, dims, rd, <double*>cnp.PyArray_DATA(out))
+                self.ptr_d.push_back(<const double*>cnp.PyArray_DATA(out))
+            self.packed.append(out)
+
+    @property
+    def packed_bytes(self):
+        return sum(a.nbytes for a in self.packed)
+
+    cdef int64_t _step_ws_size(self, int64_t N):
+        cdef LayerDims dims
+        dims.I, dims.H, dims.P = self.I, self.H, self.P
+        if self.typenum == cnp.NPY_FLOAT32:
+            return step_workspace_size[float](self.spec, dims, N)
+        return step_workspace_size[double](self.spec, dims, N)
+
+    def step(self, cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray h1, cnp.ndarray c1):
+        """One time step of a single-layer, single-direction kernel.
+        x [N, I], h [N, P], c [N, H] (LSTM; else None) -> h1 [N, P], c1 [N, H] (written)."""
+        if self.L != 1 or self.D != 1:
+            raise ValueError("step() needs a single-layer, single-direction kernel")
+        if x is None or cnp.PyArray_NDIM(x) != 2:
+            raise ValueError("x: kernel expects [N, I]")
+        cdef int64_t N = cnp.PyArray_DIMS(x)[0]
+        cdef bint lstm = self.kind == LSTM
+        _check(x, "x", self.typenum, N, self.I)
+        _check(h, "h", self.typenum, N, self.P)
+        _check(h1, "h1", self.typenum, N, self.P, -2, True)
+        if lstm:
+            _check(c, "c", self.typenum, N, self.H)
+            _check(c1, "c1", self.typenum, N, self.H, -2, True)
+        cdef int64_t need = self._step_ws_size(N)
+        cdef cnp.ndarray ws
+        cdef bint shared = False
+        if not self.step_ws_busy and self.step_ws is not None and self.step_ws.shape[0] >= need:
+            ws = self.step_ws
+            shared = True
+        else:
+            ws = np.empty(max(need, 1), dtype=self.dtype)
+            if not self.step_ws_busy:
+                self.step_ws = ws
+                shared = True
+        cdef LayerDims dims
+        dims.I, dims.H, dims.P = self.I, self.H, self.P
+        cdef bint release = N * self.G * self.H * (self.I + self.P) >= GIL_RELEASE_WORK
+        cdef const void* xp = cnp.PyArray_DATA(x)
+        cdef const void* hp = cnp.PyArray_DATA(h)
+        cdef const void* cp = cnp.PyArray_DATA(c) if lstm else NULL
+        cdef void* h1p = cnp.PyArray_DATA(h1)
+        cdef void* c1p = cnp.PyArray_DATA(c1) if lstm else NULL
+        cdef void* wsp = cnp.PyArray_DATA(ws)
+        if shared:
+            self.step_ws_busy = True
+        try:
+            if self.typenum == cnp.NPY_FLOAT32:
+                if release:
+                    with nogil:
+                        step_forward[float](self.spec, dims, N, self.ptr_f[0], <float*>xp,
+                                            <float*>hp, <const float*>cp, <float*>h1p,
+                                            <float*>c1p, <float*>wsp)
+                else:
+                    step_forward[float](self.spec, dims, N, self.ptr_f[0], <float*>xp,
+                                        <float*>hp, <const float*>cp, <float*>h1p, <float*>c1p,
+                                        <float*>wsp)
+            else:
+                if release:
+                    with nogil:
+                        step_forward[double](self.spec, dims, N, self.ptr_d[0], <double*>xp,
+                                             <double*>hp, <const double*>cp, <double*>h1p,
+                                             <double*>c1p, <double*>wsp)
+                else:
+                    step_forward[double](self.spec, dims, N, self.ptr_d[0], <double*>xp,
+                                         <double*>hp, <const double*>cp, <double*>h1p,
+                                         <double*>c1p, <double*>wsp)
+        finally:
+            if shared:
+                self.step_ws_busy = False
+
+    def forward(self, cnp.ndarray x, cnp.ndarray lengths, cnp.ndarray h0, cnp.ndarray c0,
+                cnp.ndarray y, cnp.ndarray hn, cnp.ndarray cn, bint batch_first):
+        """A whole sequence. x [T, N, I] ([N, T, I] if batch_first); lengths int64 [N] or None;
+        h0 [L*D, N, P] or None; c0 [L*D, N, H] or None (LSTM) -> y [T, N, D*P], hn, cn."""
+        if x is None or cnp.PyArray_NDIM(x) != 3:
+            raise ValueError("x: kernel expects a 3-d array")
+        cdef int64_t T = cnp.PyArray_DIMS(x)[1 if batch_first else 0]
+        cdef int64_t N = cnp.PyArray_DIMS(x)[0 if batch_first else 1]
+        cdef int64_t LD = self.L * self.D
+        cdef bint lstm = self.kind == LSTM
+        cdef int64_t n
+        if T < 1 or N < 1:
+            raise ValueError("x: T and N must be at least 1")
+        if batch_first:
+            _check(x, "x", self.typenum, N, T, self.I)
+            _check(y, "y", self.typenum, N, T, self.D * self.P, writable=True)
+        else:
+            _check(x, "x", self.typenum, T, N, self.I)
+            _check(y, "y", self.typenum, T, N, self.D * self.P, writable=True)
+        _check(hn, "hn", self.typenum, LD, N, self.P, writable=True)
+        if h0 is not None:
+            _check(h0, "h0", self.typenum, LD, N, self.P)
+        if lstm:
+            _check(cn, "cn", self.typenum, LD, N, self.H, writable=True)
+            if c0 is not None:
+                _check(c0, "c0", self.typenum, LD, N, self.H)
+        cdef const int64_t* lp = NULL
+        if lengths is not None:
+            if cnp.PyArray_TYPE(lengths) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(lengths) \
+                    or cnp.PyArray_NDIM(lengths) != 1 or cnp.PyArray_DIMS(lengths)[0] != N:
+                raise ValueError(f"lengths: kernel expects a contiguous int64 array [N] = [{N}]")
+            lp = <const int64_t*>cnp.PyArray_DATA(lengths)
+            for n in range(N):
+                if lp[n] < 1 or lp[n] > T:
+                    raise ValueError(f"lengths: every entry must be in [1, T] = [1, {T}]")
+        cdef SeqShape s
+        s.T, s.N, s.I, s.H, s.P, s.L, s.D = T, N, self.I, self.H, self.P, self.L, self.D
+        s.batch_first = batch_first
+        cdef int64_t need
+        if self.typenum == cnp.NPY_FLOAT32:
+            need = sequence_workspace_size[float](self.spec, s)
+        else:
+            need = sequence_workspace_size[double](self.spec, s)
+        cdef cnp.ndarray ws = np.empty(max(need, 1), dtype=self.dtype)
+        cdef const void* xp = cnp.PyArray_DATA(x)
+        cdef const void* h0p = _ptr_or_null(h0)
+        cdef const void* c0p = _ptr_or_null(c0) if lstm else NULL
+        cdef void* yp = cnp.PyArray_DATA(y)
+        cdef void* hnp = cnp.PyArray_DATA(hn)
+        cdef void* cnp_ = cnp.PyArray_DATA(cn) if lstm else NULL
+        cdef void* wsp = cnp.PyArray_DATA(ws)
+        if self.typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                sequence_forward[float](self.spec, s, self.ptr_f.data(), <const float*>xp, lp,
+                                        <const float*>h0p, <const float*>c0p, <float*>yp,
+                                        <float*>hnp, <float*>cnp_, <float*>wsp)
+        else:
+            with nogil:
+                sequence_forward[double](self.spec, s, self.ptr_d.data(), <const double*>xp, lp,
+                                         <const double*>h0p, <const double*>c0p, <double*>yp,
+                                         <double*>hnp, <double*>cnp_, <double*>wsp)
+
+
+def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.ndarray h,
+             cnp.ndarray c, cnp.ndarray w_ih, cnp.ndarray w_hh, cnp.ndarray b_ih,
+             cnp.ndarray b_hh, cnp.ndarray w_hr, cnp.ndarray h1, cnp.ndarray c1):
+    """One step on raw PyTorch-layout weights (functional calls: nothing is packed).
+    x [N, I], h [N, P], c [N, H] (LSTM) -> h1 [N, P], c1 [N, H]; sizes read from w_hh / w_hr."""
+    cdef CellSpec spec = _spec(kind, linear_before_reset, relu)
+    if x is None or cnp.PyArray_NDIM(x) != 2 or w_hh is None or cnp.PyArray_NDIM(w_hh) != 2:
+        raise ValueError("x and w_hh: kernel expects 2-d arrays")
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"x: kernel expects float32 or float64, got {x.dtype}")
+    cdef int G = gate_count(kind)
+    cdef int64_t N = cnp.PyArray_DIMS(x)[0], I = cnp.PyArray_DIMS(x)[1]
+    cdef int64_t P = cnp.PyArray_DIMS(w_hh)[1]
+    cdef int64_t H = cnp.PyArray_DIMS(w_hh)[0] // G
+    cdef bint lstm = kind == LSTM
+    if H < 1 or N < 1 or I < 1:
+        raise ValueError("kernel expects N, I, H >= 1")
+    _check(x, "x", typenum, N, I)
+    _check(w_ih, "w_ih", typenum, G * H, I)
+    _check(w_hh, "w_hh", typenum, G * H, P)
+    if b_ih is not None:
+        _check(b_ih, "b_ih", typenum, G * H)
+    if b_hh is not None:
+        _check(b_hh, "b_hh", typenum, G * H)
+    if w_hr is not None:
+        if not lstm:
+            raise ValueError("w_hr: only an LSTM has a projection")
+        _check(w_hr, "w_hr", typenum, P, H)
+    elif P != H:
+        raise ValueError(f"w_hh: kernel expects [G*H, H] without w_hr, got {(<object>w_hh).shape}")
+    _check(h, "h", typenum, N, P)
+    _check(h1, "h1", typenum, N, P, -2, True)
+    if lstm:
+        _check(c, "c", typenum, N, H)
+        _check(c1, "c1", typenum, N, H, -2, True)
+    cdef LayerDims dims
+    dims.I, dims.H, dims.P = I, H, P
+    cdef int64_t need = (raw_step_workspace_size[float](spec, dims, N) if typenum == cnp.NPY_FLOAT32
+                         else raw_step_workspace_size[double](spec, dims, N))
+    cdef cnp.ndarray ws = None
+    if need > 0:
+        ws = np.empty(need, dtype=x.dtype)
+    cdef RawWeights[float] rf
+    cdef RawWeights[double] rd
+    cdef const void* xp = cnp.PyArray_DATA(x)
+    cdef const void* hp = cnp.PyArray_DATA(h)
+    cdef const void* cp = cnp.PyArray_DATA(c) if lstm else NULL
+    cdef void* h1p = cnp.PyArray_DATA(h1)
+    cdef void* c1p = cnp.PyArray_DATA(c1) if lstm else NULL
+    cdef void* wsp = NULL if ws is None else cnp.PyArray_DATA(ws)
+    cdef bint release = N * G * H * (I + P) >= GIL_RELEASE_WORK
+    if typenum == cnp.NPY_FLOAT32:
+        rf.w_ih = <const float*>cnp.PyArray_DATA(w_ih)
+        rf.w_hh = <const float*>cnp.PyArray_DATA(w_hh)
+        rf.b_ih = <const float*>_ptr_or_null(b_ih)
+        rf.b_hh = <const float*>_ptr_or_null(b_hh)
+        rf.w_hr = <const float*>_ptr_or_null(w_hr)
+        if release:
+            with nogil:
+                raw_step_forward[float](spec, dims, N, rf, <float*>xp, <float*>hp,
+                                        <const float*>cp, <float*>h1p, <float*>c1p, <float*>wsp)
+        else:
+            raw_step_forward[float](spec, dims, N, rf, <float*>xp, <float*>hp, <const float*>cp,
+                                    <float*>h1p, <float*>c1p, <float*>wsp)
+    else:
+        rd.w_ih = <const double*>cnp.PyArray_DATA(w_ih)
+        rd.w_hh = <const double*>cnp.PyArray_DATA(w_hh)
+        rd.b_ih = <const double*>_ptr_or_null(b_ih)
+        rd.b_hh = <const double*>_ptr_or_null(b_hh)
+        rd.w_hr = <const double*>_ptr_or_null(w_hr)
+        if release:
+            with nogil:
+                raw_step_forward[double](spec, dims, N, rd, <double*>xp, <double*>hp,
+                                         <const double*>cp, <double*>h1p, <double*>c1p,
+                                         <double*>wsp)
+        else:
+            raw_step_forward[double](spec, dims, N, rd, <double*>xp, <double*>hp,
+                                     <const double*>cp, <double*>h1p, <double*>c1p, <double*>wsp)
