@@ -1,0 +1,401 @@
+"""Modules with PyTorch's constructor arguments, parameter names and call signatures.
+
+A module owns its parameters (read-only NumPy arrays under PyTorch's names) and a kernel object
+holding them packed once. Assigning a parameter (``m.weight_hh_l0 = w``) or ``load_state_dict``
+checks and re-packs; the arrays are read-only so that an in-place edit cannot leave the packed
+copy silently stale.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gatedkernels import _api, _ext, reference
+from gatedkernels._api import check_size, float_array, to_numpy
+
+# Cell kinds (the class names LSTM, GRU, RNN below are the modules).
+LSTM_KIND, GRU_KIND, RNN_KIND = _api.LSTM, _api.GRU, _api.RNN
+
+_BACKENDS = ("cpu", "reference")
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in _api.FLOAT_DTYPES:
+        raise ValueError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _check_backend(backend):
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _check_dropout(dropout):
+    """Accepted for drop-in compatibility; like torch in eval mode it has no effect (these
+    modules run inference only)."""
+    p = float(dropout)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+    return p
+
+
+def _torch_dtype(module):
+    """float32 or float64 from a torch module's first parameter (duck typing, no torch import)."""
+    sd = module.state_dict()
+    for v in sd.values():
+        s = str(getattr(v, "dtype", ""))
+        if s.endswith("float64"):
+            return np.float64
+        if s.endswith("float32"):
+            return np.float32
+        raise TypeError(f"from_torch: parameters must be float32 or float64, got {s}")
+    return np.float32
+
+
+class _Module:
+    """Parameter storage shared by the cell and sequence modules."""
+
+    _kind: int
+
+    def _init_params(self, seed, rng):
+        rng = np.random.default_rng(seed) if rng is None else rng
+        k = 1.0 / math.sqrt(self.hidden_size)
+        params = {}
+        for name, (_, shape) in self._shapes().items():
+            params[name] = rng.uniform(-k, k, size=shape)
+        self._load(params)
+
+    def _load(self, mapping):
+        params = _api.load_params(mapping, **self._load_args())
+        object.__setattr__(self, "_params", params)
+        self._pack()
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            self._load({**params, name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    def state_dict(self):
+        """{PyTorch name: read-only ndarray} (the module's own arrays, not copies)."""
+        return dict(self._params)
+
+    def load_state_dict(self, state_dict):
+        """Load a mapping of PyTorch names to arrays (NumPy, torch tensors, lists ...): every name
+        and shape is checked, values are cast to the module's dtype and the kernel re-packed."""
+        self._load(state_dict)
+
+    def parameters(self):
+        return list(self._params.values())
+
+    @property
+    def packed_bytes(self):
+        """Bytes of packed weights the kernel holds (0 with the reference backend)."""
+        return 0 if self._kernel is None else self._kernel.packed_bytes
+
+
+class _CellModule(_Module):
+    def __init__(self, kind, input_size, hidden_size, bias, lbr, relu, dtype, seed, rng, backend):
+        object.__setattr__(self, "_params", None)
+        self._kind = kind
+        self.input_size = check_size(input_size, "input_size", 1)
+        self.hidden_size = check_size(hidden_size, "hidden_size", 1)
+        self.bias = bool(bias)
+        self.dtype = _check_dtype(dtype)
+        self.backend = _check_backend(backend)
+        self._lbr, self._relu = lbr, relu
+        self._init_params(seed, rng)
+
+    def _shapes(self):
+        return _api.param_shapes_cell(self._kind, self.input_size, self.hidden_size, self.bias)
+
+    def _load_args(self):
+        return dict(kind=self._kind, I=self.input_size, H=self.hidden_size, num_layers=1,
+                    bidirectional=False, bias=self.bias, proj=0, dtype=self.dtype, cell=True)
+
+    def _pack(self):
+        p = self._params
+        kernel = None
+        if self.backend == "cpu":
+            kernel = _ext.Kernel(
+                self._kind, self._lbr, self._relu, self.dtype, self.input_size, self.hidden_size,
+                self.hidden_size, 1, 1,
+                [(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"), None)],
+            )
+        object.__setattr__(self, "_kernel", kernel)
+
+    def _step(self, x, h, c):
+        """Shared cell call: returns (h1, c1), c1 None unless LSTM."""
+        dt = self.dtype
+        x = float_array(x, "x", dt)
+        I, H = self.input_size, self.hidden_size
+        if x.ndim == 1:
+            _api.expect_shape(x, "x", ("I",), (I,))
+        elif x.ndim == 2:
+            _api.expect_shape(x, "x", ("N", "I"), (x.shape[0], I))
+        else:
+            raise ValueError(f"x: expected [N, I] = [N, {I}] or [I], got {x.shape}")
+        unbatched = x.ndim == 1
+        X = x[None] if unbatched else x
+        N = X.shape[0]
+        lead, lead_v = ((), ()) if unbatched else (("N",), (N,))
+        lstm = self._kind == LSTM_KIND
+        if h is None:
+            h = np.zeros((N, H), dt)
+        else:
+            h = float_array(h, "h", dt)
+            _api.expect_shape(h, "h", lead + ("H",), lead_v + (H,))
+            h = h.reshape(N, H)
+        if lstm:
+            if c is None:
+                c = np.zeros((N, H), dt)
+            else:
+                c = float_array(c, "c", dt)
+                _api.expect_shape(c, "c", lead + ("H",), lead_v + (H,))
+                c = c.reshape(N, H)
+        if self.backend == "reference":
+            p = self._params
+            args = (X, (h, c) if lstm else h, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                    p.get("bias_hh"))
+            if lstm:
+                h1, c1 = reference.lstm_cell(*args)
+            elif self._kind == GRU_KIND:
+                h1, c1 = reference.gru_cell(*args, linear_before_reset=self._lbr), None
+            else:
+                h1, c1 = reference.rnn_cell(*args, nonlinearity=self.nonlinearity), None
+        else:
+            h1 = np.empty((N, H), dt)
+            c1 = np.empty((N, H), dt) if lstm else None
+            self._kernel.step(X, h, c, h1, c1)
+        if unbatched:
+            return h1[0], None if c1 is None else c1[0]
+        return h1, c1
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"dtype={self.dtype.name})")
+
+    @classmethod
+    def _from_torch(cls, module, **kw):
+        kind_name = type(module).__name__
+        if kind_name != cls.__name__:
+            raise TypeError(f"from_torch: expected a torch.nn.{cls.__name__}, got {kind_name}")
+        m = cls(module.input_size, module.hidden_size, bias=bool(module.bias),
+                dtype=_torch_dtype(module), **kw)
+        m.load_state_dict(module.state_dict())
+        return m
+
+
+class LSTMCell(_CellModule):
+    """``torch.nn.LSTMCell``: ``h1, c1 = cell(x, (h, c))``; x [N, I] or [I]."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None,
+                 rng=None, backend="cpu"):
+        super().__init__(LSTM_KIND, input_size, hidden_size, bias, True, False, dtype, seed, rng,
+                         backend)
+
+    def __call__(self, x, hx=None):
+        if hx is None:
+            h = c = None
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx: expected a tuple (h, c) or None")
+            h, c = hx
+        return self._step(x, h, c)
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        return cls._from_torch(module, **kw)
+
+
+class GRUCell(_CellModule):
+    """``torch.nn.GRUCell``: ``h1 = cell(x, h)``; ``linear_before_reset=False`` for the Cho et al.
+    / ONNX-default / Keras ``reset_after=False`` variant."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, linear_before_reset=True,
+                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+        self.linear_before_reset = bool(linear_before_reset)
+        super().__init__(GRU_KIND, input_size, hidden_size, bias, self.linear_before_reset, False,
+                         dtype, seed, rng, backend)
+
+    def __call__(self, x, hx=None):
+        return self._step(x, hx, None)[0]
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        return cls._from_torch(module, **kw)
+
+
+class RNNCell(_CellModule):
+    """``torch.nn.RNNCell``: ``h1 = cell(x, h)``, nonlinearity 'tanh' or 'relu'."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *,
+                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+        relu = _api.check_nonlinearity(nonlinearity)
+        self.nonlinearity = nonlinearity
+        super().__init__(RNN_KIND, input_size, hidden_size, bias, True, relu, dtype, seed, rng,
+                         backend)
+
+    def __call__(self, x, hx=None):
+        return self._step(x, hx, None)[0]
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        return cls._from_torch(module, nonlinearity=module.nonlinearity, **kw)
+
+
+class _SequenceModule(_Module):
+    def __init__(self, kind, input_size, hidden_size, num_layers, bias, batch_first,
+                 bidirectional, proj_size, lbr, relu, dtype, seed, rng, backend):
+        object.__setattr__(self, "_params", None)
+        self._kind = kind
+        self.input_size = check_size(input_size, "input_size", 1)
+        self.hidden_size = check_size(hidden_size, "hidden_size", 1)
+        self.num_layers = check_size(num_layers, "num_layers", 1)
+        self.proj_size = check_size(proj_size, "proj_size", 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size: expected 0 <= proj_size < hidden_size = {self.hidden_size}, "
+                f"got {self.proj_size}"
+            )
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = _check_dtype(dtype)
+        self.backend = _check_backend(backend)
+        self._lbr, self._relu = lbr, relu
+        self._init_params(seed, rng)
+
+    def _shapes(self):
+        return _api.param_shapes(self._kind, self.input_size, self.hidden_size, self.num_layers,
+                                 self.bidirectional, self.bias, self.proj_size)
+
+    def _load_args(self):
+        return dict(kind=self._kind, I=self.input_size, H=self.hidden_size,
+                    num_layers=self.num_layers, bidirectional=self.bidirectional, bias=self.bias,
+                    proj=self.proj_size, dtype=self.dtype)
+
+    def _pack(self):
+        kernel = None
+        if self.backend == "cpu":
+            tuples = _api.layer_tuples(self._params, self.num_layers, self.bidirectional,
+                                       self.bias, self.proj_size)
+            kernel = _ext.Kernel(
+                self._kind, self._lbr, self._relu, self.dtype, self.input_size, self.hidden_size,
+                self.proj_size or self.hidden_size, self.num_layers,
+                2 if self.bidirectional else 1, tuples,
+            )
+        object.__setattr__(self, "_kernel", kernel)
+
+    def _forward(self, x, hx, lengths):
+        if self.backend == "cpu":
+            return _api.run_sequence(self._kernel, x, hx, lengths, self.batch_first, self.dtype)
+        # The reference backend: same validation (through a shape-only check) and same outputs.
+        x = float_array(x, "x", self.dtype)
+        kw = dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
+                  batch_first=self.batch_first, lengths=lengths)
+        if self._kind == LSTM_KIND:
+            y, (hn, cn) = reference.lstm(x, hx, self._params, **kw)
+            return y, hn, cn
+        if self._kind == GRU_KIND:
+            y, hn = reference.gru(x, hx, self._params, linear_before_reset=self._lbr, **kw)
+        else:
+            y, hn = reference.rnn(x, hx, self._params, nonlinearity=self.nonlinearity, **kw)
+        return y, hn, None
+
+    def __repr__(self):
+        extra = f", proj_size={self.proj_size}" if self.proj_size else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
+                f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
+
+    @classmethod
+    def _from_torch(cls, module, mode, **kw):
+        got = getattr(module, "mode", None)
+        if got != mode:
+            raise TypeError(f"from_torch: expected a torch.nn.{cls.__name__}, got "
+                            f"{type(module).__name__} (mode {got!r})")
+        m = cls(module.input_size, module.hidden_size, num_layers=module.num_layers,
+                bias=bool(module.bias), batch_first=bool(module.batch_first),
+                bidirectional=bool(module.bidirectional), dropout=float(module.dropout),
+                dtype=_torch_dtype(module), **kw)
+        m.load_state_dict(module.state_dict())
+        return m
+
+
+class LSTM(_SequenceModule):
+    """``torch.nn.LSTM``: ``output, (h_n, c_n) = lstm(x, (h0, c0), lengths=None)``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 bidirectional=False, proj_size=0, *, dropout=0.0, dtype=np.float32, seed=None,
+                 rng=None, backend="cpu"):
+        self.dropout = _check_dropout(dropout)
+        super().__init__(LSTM_KIND, input_size, hidden_size, num_layers, bias, batch_first,
+                         bidirectional, proj_size, True, False, dtype, seed, rng, backend)
+
+    def __call__(self, x, hx=None, *, lengths=None):
+        y, hn, cn = self._forward(x, hx, lengths)
+        return y, (hn, cn)
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        return cls._from_torch(module, "LSTM", proj_size=getattr(module, "proj_size", 0), **kw)
+
+
+class GRU(_SequenceModule):
+    """``torch.nn.GRU``: ``output, h_n = gru(x, h0, lengths=None)``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 bidirectional=False, *, linear_before_reset=True, dropout=0.0,
+                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+        self.dropout = _check_dropout(dropout)
+        self.linear_before_reset = bool(linear_before_reset)
+        super().__init__(GRU_KIND, input_size, hidden_size, num_layers, bias, batch_first,
+                         bidirectional, 0, self.linear_before_reset, False, dtype, seed, rng,
+                         backend)
+
+    def __call__(self, x, hx=None, *, lengths=None):
+        y, hn, _ = self._forward(x, hx, lengths)
+        return y, hn
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        return cls._from_torch(module, "GRU", **kw)
+
+
+class RNN(_SequenceModule):
+    """``torch.nn.RNN``: ``output, h_n = rnn(x, h0, lengths=None)``, tanh or relu."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, bidirectional=False, *, dropout=0.0, dtype=np.float32,
+                 seed=None, rng=None, backend="cpu"):
+        self.dropout = _check_dropout(dropout)
+        relu = _api.check_nonlinearity(nonlinearity)
+        self.nonlinearity = nonlinearity
+        super().__init__(RNN_KIND, input_size, hidden_size, num_layers, bias, batch_first,
+                         bidirectional, 0, True, relu, dtype, seed, rng, backend)
+
+    def __call__(self, x, hx=None, *, lengths=None):
+        y, hn, _ = self._forward(x, hx, lengths)
+        return y, hn
+
+    @classmethod
+    def from_torch(cls, module, **kw):
+        mode = getattr(module, "mode", None)
+        if mode not in ("RNN_TANH", "RNN_RELU"):
+            raise TypeError(f"from_torch: expected a torch.nn.RNN, got {type(module).__name__}")
+        return cls._from_torch(module, mode, nonlinearity=module.nonlinearity, **kw)
+
