@@ -71,6 +71,11 @@ void sequence_forward(const CellSpec& spec, const SeqShape& shape, const T* cons
   ops<T>().sequence_forward(spec, shape, packed, x, lengths, h0, c0, y, hn, cn, ws);
 }
 
+template <typename T>
+void activation_forward(int which, const T* x, int64_t n, T* y) {
+  ops<T>().activation_forward(which, x, n, y);
+}
+
 #define GK_INSTANTIATE(T)                                                                      \
   template int64_t block_width<T>();                                                           \
   template int64_t packed_layer_size<T>(const CellSpec&, const LayerDims&);                    \
@@ -82,6 +87,7 @@ void sequence_forward(const CellSpec& spec, const SeqShape& shape, const T* cons
   template void raw_step_forward<T>(const CellSpec&, const LayerDims&, int64_t,                \
                                     const RawWeights<T>&, const T*, const T*, const T*, T*,    \
                                     T*, T*);                                                   \
+  template void activation_forward<T>(int, const T*, int64_t, T*);                             \
   template int64_t sequence_workspace_size<T>(const CellSpec&, const SeqShape&);               \
   template void sequence_forward<T>(const CellSpec&, const SeqShape&, const T* const*,         \
                                     const T*, const int64_t*, const T*, const T*, T*, T*, T*,  \

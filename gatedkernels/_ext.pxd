@@ -43,4 +43,5 @@ cdef extern from "gatedkernels/gatedkernels.h" namespace "gatedkernels" nogil:
     void sequence_forward[T](const CellSpec& spec, const SeqShape& shape, const T* const* packed,
                              const T* x, const int64_t* lengths, const T* h0, const T* c0,
                              T* y, T* hn, T* cn, T* ws)
+    void activation_forward[T](int which, const T* x, int64_t n, T* y)
     const char* kernel_build()

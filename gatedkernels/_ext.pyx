@@ -17,7 +17,7 @@ import numpy as np
 from gatedkernels._ext cimport (
     CellSpec, LayerDims, SeqShape, RawWeights, gate_count, block_width, packed_layer_size,
     pack_layer, step_workspace_size, step_forward, raw_step_workspace_size, raw_step_forward,
-    sequence_workspace_size, sequence_forward, kernel_build,
+    sequence_workspace_size, sequence_forward, kernel_build, activation_forward,
 )
 
 cnp.import_array()
@@ -390,3 +390,28 @@ def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.n
         else:
             raw_step_forward[double](spec, dims, N, rd, <double*>xp, <double*>hp,
                                      <const double*>cp, <double*>h1p, <double*>c1p, <double*>wsp)
+
+
+def activation(str name, cnp.ndarray x):
+    """The kernels' own sigmoid or tanh applied to a float32/float64 array (a new array)."""
+    cdef int which
+    if name == "sigmoid":
+        which = 0
+    elif name == "tanh":
+        which = 1
+    else:
+        raise ValueError(f"activation: expected 'sigmoid' or 'tanh', got {name!r}")
+    x = np.ascontiguousarray(x)
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
+    cdef cnp.ndarray y = np.empty_like(x)
+    cdef int64_t n = x.size
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            activation_forward[float](which, <const float*>xp, n, <float*>yp)
+        else:
+            activation_forward[double](which, <const double*>xp, n, <double*>yp)
+    return y

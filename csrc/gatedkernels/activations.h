@@ -69,7 +69,7 @@ inline float tanh_act(float x) {
   p = p * z - 5.37397155531e-2f;
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
-  float small = p * z * x + x;
+  float small = std::copysign(p * z * x + x, x);  // keeps tanh(-0) = -0
   float e = exp_nonpos(-2.0f * a);
   float big = (1.0f - e) / (1.0f + e);
   big = x < 0.0f ? -big : big;

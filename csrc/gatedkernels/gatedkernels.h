@@ -111,6 +111,11 @@ void sequence_forward(const CellSpec& spec, const SeqShape& shape, const T* cons
                       const T* x, const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
                       T* cn, T* ws);
 
+// The activations the kernels use, applied elementwise (for tests and accuracy sweeps).
+// which: 0 sigmoid, 1 tanh. y may alias x.
+template <typename T>
+void activation_forward(int which, const T* x, int64_t n, T* y);
+
 // Name of the kernel build in use (for show_config / `python -m gatedkernels`).
 const char* kernel_build();
 

@@ -20,6 +20,7 @@ struct KernelOps {
   void (*raw_step_forward)(const CellSpec&, const LayerDims&, int64_t, const RawWeights<T>&,
                            const T*, const T*, const T*, T*, T*, T*);
   int64_t (*sequence_workspace_size)(const CellSpec&, const SeqShape&);
+  void (*activation_forward)(int, const T*, int64_t, T*);
   void (*sequence_forward)(const CellSpec&, const SeqShape&, const T* const*, const T*,
                            const int64_t*, const T*, const T*, T*, T*, T*, T*);
 };

@@ -82,11 +82,19 @@ void seq_t(const CellSpec& spec, const SeqShape& s, const T* const* packed, cons
 }
 
 template <typename T>
+void activation_t(int which, const T* x, int64_t n, T* y) {
+  if (which == 0)
+    for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) y[i] = tanh_act(x[i]);
+}
+
+template <typename T>
 KernelOps<T> make_ops(const char* name) {
   return KernelOps<T>{name,           Tile<T>::VB,      packed_layer_size_t<T>,
                       pack_layer_impl<T>, step_ws_t<T>, step_t<T>,
                       raw_ws_t<T>,    raw_step_t<T>,    seq_ws_t<T>,
-                      seq_t<T>};
+                      activation_t<T>, seq_t<T>};
 }
 
 }  // namespace GK_ISA

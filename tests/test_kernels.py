@@ -1,0 +1,279 @@
+"""The compiled kernels against the float64 reference (SPEC §6), over the matrix
+path × cell × variant × dtype × options × awkward shapes.
+
+Three kernel paths are checked:
+* functional cells (``gk.lstm_cell`` ...): the raw-weight step, nothing packed;
+* cell modules (``gk.LSTMCell`` ...): packed weights, the fused step;
+* sequences (``gk.lstm`` ... and the ``gk.LSTM`` ... modules): input projection + time loop in C++.
+
+Shapes include H = 1, odd H, H not a multiple of the packed block width (8 floats / 4 doubles in
+the generic build, up to 16 in others), H equal to it, I != H, T = 1, N = 1, and N not a multiple
+of the batch tile.
+"""
+import numpy as np
+import pytest
+
+import _helpers
+import gatedkernels as gk
+from conftest import assert_close32, assert_close64
+from gatedkernels import reference
+
+CELL_VARIANTS = [
+    ("lstm", {}),
+    ("gru", {"linear_before_reset": True}),
+    ("gru", {"linear_before_reset": False}),
+    ("rnn_tanh", {}),
+    ("rnn_relu", {}),
+]
+VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
+DTYPES = [np.float64, np.float32]
+# (N, I, H)
+CELL_SHAPES = [(1, 1, 1), (1, 5, 7), (3, 4, 33), (2, 9, 8), (5, 3, 17), (4, 16, 64), (7, 12, 5)]
+
+
+def _cast(tree, dtype):
+    """Cast every array of a params dict / hx tuple / array to dtype (None stays None)."""
+    if tree is None:
+        return None
+    if isinstance(tree, dict):
+        return {k: _cast(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return tuple(_cast(v, dtype) for v in tree)
+    return np.asarray(tree).astype(dtype)
+
+
+def _check(dtype, run_kernel, run_reference, what):
+    """Kernel vs reference with SPEC §6's bound for the dtype.
+
+    run_kernel(dtype) / run_reference(dtype) take the inputs cast to dtype; inputs are made in
+    float32 precision first so the float64 oracle sees exactly the float32 kernel's numbers.
+    """
+    got = run_kernel(dtype)
+    for a in _helpers.flatten(got):
+        if a is not None:
+            assert a.dtype == dtype, f"{what}: output dtype {a.dtype}, expected {np.dtype(dtype)}"
+    oracle = run_reference(np.float64)
+    if dtype == np.float64:
+        assert_close64(got, oracle, what)
+    else:
+        assert_close32(got, oracle, run_reference(np.float32), what)
+
+
+def _f32_exact(tree):
+    """Round to float32 values (kept as float64) so both precisions see the same inputs."""
+    return _cast(_cast(tree, np.float32), np.float64)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", CELL_SHAPES, ids=[f"N{n}I{i}H{h}" for n, i, h in CELL_SHAPES])
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("with_hx", [True, False], ids=["hx", "nohx"])
+def test_functional_cell(kind, variant, shape, dtype, bias, with_hx, rng):
+    N, I, H = shape
+    params = _f32_exact(_helpers.random_cell_params(kind, I, H, rng=rng, bias=bias))
+    x = _f32_exact(rng.standard_normal((N, I)))
+    hx = _f32_exact(_helpers.random_hx(kind, None, N, H, rng=rng)) if with_hx else None
+
+    def run(impl):
+        return lambda dt: _helpers.call_cell(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                             _cast(params, dt), **variant)
+
+    _check(dtype, run(gk), run(reference), f"{kind}{variant} cell")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(1, 1, 2), (3, 5, 7), (2, 4, 33), (5, 16, 17)],
+                         ids=lambda s: "N{}I{}H{}".format(*s))
+@pytest.mark.parametrize("proj", [1, 3])
+def test_functional_lstm_cell_projection(shape, proj, dtype, rng):
+    N, I, H = shape
+    if proj >= H:
+        proj = H - 1
+    params = _f32_exact(_helpers.random_cell_params("lstm", I, H, rng=rng, proj_size=proj))
+    x = _f32_exact(rng.standard_normal((N, I)))
+    hx = _f32_exact(_helpers.random_hx("lstm", None, N, H, rng=rng, proj_size=proj))
+
+    def run(impl):
+        return lambda dt: _helpers.call_cell(impl, "lstm", _cast(x, dt), _cast(hx, dt),
+                                             _cast(params, dt))
+
+    _check(dtype, run(gk), run(reference), "lstm_cell with w_hr")
+
+
+def _cell_module(kind, variant, I, H, bias, dtype, params):
+    if kind == "lstm":
+        m = gk.LSTMCell(I, H, bias=bias, dtype=dtype)
+    elif kind == "gru":
+        m = gk.GRUCell(I, H, bias=bias, dtype=dtype, **variant)
+    else:
+        m = gk.RNNCell(I, H, bias=bias, nonlinearity=_helpers.nonlinearity(kind), dtype=dtype)
+    sd = {"weight_ih": params["w_ih"], "weight_hh": params["w_hh"]}
+    if bias:
+        sd.update(bias_ih=params["b_ih"], bias_hh=params["b_hh"])
+    m.load_state_dict(sd)
+    return m
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", CELL_SHAPES, ids=[f"N{n}I{i}H{h}" for n, i, h in CELL_SHAPES])
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_cell_module(kind, variant, shape, dtype, bias, rng):
+    N, I, H = shape
+    params = _f32_exact(_helpers.random_cell_params(kind, I, H, rng=rng, bias=bias))
+    x = _f32_exact(rng.standard_normal((N, I)))
+    hx = _f32_exact(_helpers.random_hx(kind, None, N, H, rng=rng))
+    module = _cell_module(kind, variant, I, H, bias, dtype, _cast(params, dtype))
+    _check(dtype, lambda dt: module(_cast(x, dt), _cast(hx, dt)),
+           lambda dt: _helpers.call_cell(reference, kind, _cast(x, dt), _cast(hx, dt),
+                                         _cast(params, dt), **variant),
+           f"{kind}{variant} cell module")
+
+
+# --------------------------------------------------------------------------- sequences
+
+# (T, N, I, H)
+SEQ_SHAPES = [(1, 1, 1, 1), (5, 3, 4, 7), (4, 2, 9, 33), (3, 5, 6, 16), (6, 1, 3, 9)]
+SEQ_OPTIONS = {
+    "L1": dict(num_layers=1),
+    "L2bi": dict(num_layers=2, bidirectional=True),
+    "L3bf": dict(num_layers=3, batch_first=True),
+    "L2bi_bf": dict(num_layers=2, bidirectional=True, batch_first=True),
+}
+
+
+def _sequence_case(kind, shape, options, rng, *, proj=0, bias=True, with_hx=True,
+                   with_lengths=False):
+    T, N, I, H = shape
+    L = options.get("num_layers", 1)
+    D = 2 if options.get("bidirectional") else 1
+    weights = _f32_exact(_helpers.random_weights(kind, I, H, rng=rng, num_layers=L,
+                                                 bidirectional=D == 2, bias=bias, proj_size=proj))
+    xs = (N, T, I) if options.get("batch_first") else (T, N, I)
+    x = _f32_exact(rng.standard_normal(xs))
+    hx = (_f32_exact(_helpers.random_hx(kind, L * D, N, H, rng=rng, proj_size=proj))
+          if with_hx else None)
+    opts = dict(options)
+    if with_lengths:
+        opts["lengths"] = _helpers.random_lengths(rng, N, T)
+    return weights, x, hx, opts
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", SEQ_SHAPES, ids=lambda s: "T{}N{}I{}H{}".format(*s))
+@pytest.mark.parametrize("options", list(SEQ_OPTIONS.values()), ids=list(SEQ_OPTIONS))
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_functional_sequence(kind, variant, shape, options, dtype, lengths, rng):
+    weights, x, hx, opts = _sequence_case(kind, shape, options, rng, with_lengths=lengths)
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), **variant, **opts)
+
+    _check(dtype, run(gk), run(reference), f"{kind}{variant} sequence {opts}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2), (5, 3, 4, 7), (4, 2, 9, 33)],
+                         ids=lambda s: "T{}N{}I{}H{}".format(*s))
+@pytest.mark.parametrize("options", list(SEQ_OPTIONS.values()), ids=list(SEQ_OPTIONS))
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_lstm_projection_sequence(shape, options, dtype, lengths, rng):
+    proj = max(1, shape[3] // 2)
+    weights, x, hx, opts = _sequence_case("lstm", shape, options, rng, proj=proj,
+                                          with_lengths=lengths)
+
+    def run(impl):
+        return lambda dt: impl.lstm(_cast(x, dt), _cast(hx, dt), _cast(weights, dt), **opts)
+
+    _check(dtype, run(gk), run(reference), f"lstm proj={proj} {opts}")
+
+
+def _sequence_module(kind, variant, I, H, options, dtype, proj=0, bias=True):
+    common = dict(num_layers=options.get("num_layers", 1), bias=bias,
+                  batch_first=options.get("batch_first", False),
+                  bidirectional=options.get("bidirectional", False), dtype=dtype)
+    if kind == "lstm":
+        return gk.LSTM(I, H, proj_size=proj, **common)
+    if kind == "gru":
+        return gk.GRU(I, H, **variant, **common)
+    return gk.RNN(I, H, nonlinearity=_helpers.nonlinearity(kind), **common)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", SEQ_SHAPES[1:3], ids=lambda s: "T{}N{}I{}H{}".format(*s))
+@pytest.mark.parametrize("options", list(SEQ_OPTIONS.values()), ids=list(SEQ_OPTIONS))
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("with_hx", [True, False], ids=["hx", "nohx"])
+def test_sequence_module(kind, variant, shape, options, dtype, bias, with_hx, rng):
+    weights, x, hx, opts = _sequence_case(kind, shape, options, rng, bias=bias, with_hx=with_hx,
+                                          with_lengths=True)
+    lengths = opts.pop("lengths")
+    module = _sequence_module(kind, variant, shape[2], shape[3], options, dtype, bias=bias)
+    module.load_state_dict(weights)
+
+    def run_module(dt):
+        out = module(_cast(x, dt), _cast(hx, dt), lengths=lengths)
+        return out
+
+    _check(dtype, run_module,
+           lambda dt: _helpers.call_sequence(reference, kind, _cast(x, dt), _cast(hx, dt),
+                                             _cast(weights, dt), lengths=lengths, **variant,
+                                             **opts),
+           f"{kind}{variant} module {opts}")
+
+
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_unbatched_sequence(kind, variant, dtype, rng):
+    T, I, H = 4, 3, 9
+    weights = _f32_exact(_helpers.random_weights(kind, I, H, rng=rng, num_layers=2,
+                                                 bidirectional=True))
+    x = _f32_exact(rng.standard_normal((T, I)))
+    hx = _f32_exact(_helpers.random_hx(kind, 4, 1, H, rng=rng, batched=False))
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), num_layers=2,
+                                                 bidirectional=True, **variant)
+
+    _check(dtype, run(gk), run(reference), f"{kind} unbatched")
+
+
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_lengths_past_end_are_zero_and_states_hold(kind, variant, rng):
+    """Rows past a length are exactly zero; h_n equals a run truncated to that row's length."""
+    T, N, I, H = 6, 4, 3, 5
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True)
+    x = rng.standard_normal((T, N, I))
+    lengths = np.array([6, 1, 3, 4])
+    out = _helpers.call_sequence(gk, kind, x, None, weights, num_layers=2, bidirectional=True,
+                                 lengths=lengths, **variant)
+    y = out[0]
+    for n, length in enumerate(lengths):
+        assert (y[length:, n] == 0).all()
+        alone = _helpers.call_sequence(gk, kind, x[:length, n:n + 1], None, weights, num_layers=2,
+                                       bidirectional=True, **variant)
+        assert_close64(alone[0][:, 0], y[:length, n], "truncated output")
+        assert_close64([s[:, 0] for s in _helpers.flatten(alone)[1:]],
+                       [s[:, n] for s in _helpers.flatten(out)[1:]], "truncated final state")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_large_sequence(kind, variant, rng):
+    shape = (50, 16, 96, 256)
+    weights, x, hx, opts = _sequence_case(kind, shape, SEQ_OPTIONS["L2bi"], rng,
+                                          with_lengths=True)
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), **variant, **opts)
+
+    _check(np.float32, run(gk), run(reference), f"{kind} large")
