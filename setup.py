@@ -4,6 +4,7 @@ One extension, gatedkernels._ext: the Cython binding plus the C++ kernels of csr
 never include Python headers. GK_NATIVE=1 builds for this machine's CPU only (-march=native):
 for local experiments, never for a wheel.
 """
+import glob
 import os
 
 import numpy as np
@@ -19,6 +20,7 @@ ext = Extension(
     sources=["gatedkernels/_ext.pyx", "csrc/dispatch.cc", "csrc/kernels_generic.cc"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+    depends=sorted(glob.glob("csrc/gatedkernels/*.h")),  # rebuild when a kernel header changes
     language="c++",
     extra_compile_args=compile_args,
     extra_link_args=["-pthread"],
