@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from gatedkernels import _ext
+from gatedkernels import _config, _ext
 
 LSTM, GRU, RNN = _ext.LSTM, _ext.GRU, _ext.RNN
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
@@ -152,7 +152,8 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
             expect_shape(c, "c", lead + ("H",), lead_v + (H,))
             c = c.reshape(N, H)
         c1 = np.empty((N, H), dt)
-    _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1)
+    _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
+                  _config.get_isa())
     if unbatched:
         h1 = h1[0]
         c1 = None if c1 is None else c1[0]
@@ -340,7 +341,7 @@ def _functional_kernel(kind, weights, dtype, num_layers, bidirectional, lbr=True
     params = load_params(weights, kind, I, H, num_layers, bool(bidirectional), bias, proj, dtype)
     tuples = layer_tuples(params, num_layers, bool(bidirectional), bias, proj)
     return _ext.Kernel(kind, lbr, relu, dtype, I, H, proj or H, num_layers,
-                       2 if bidirectional else 1, tuples)
+                       2 if bidirectional else 1, tuples, _config.get_isa())
 
 
 def load_params(weights, kind, I, H, num_layers, bidirectional, bias, proj, dtype, cell=False):

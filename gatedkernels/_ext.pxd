@@ -28,20 +28,23 @@ cdef extern from "gatedkernels/gatedkernels.h" namespace "gatedkernels" nogil:
         const T* w_hr
 
     int gate_count(int kind)
-    int64_t block_width[T]()
-    int64_t packed_layer_size[T](const CellSpec& spec, const LayerDims& dims)
-    void pack_layer[T](const CellSpec& spec, const LayerDims& dims, const RawWeights[T]& raw,
+    int isa_count()
+    const char* isa_name(int isa)
+    cbool isa_supported(int isa)
+    int isa_best()
+    int64_t block_width[T](int isa)
+    int64_t packed_layer_size[T](int isa, const CellSpec& spec, const LayerDims& dims)
+    void pack_layer[T](int isa, const CellSpec& spec, const LayerDims& dims, const RawWeights[T]& raw,
                        T* out)
-    int64_t step_workspace_size[T](const CellSpec& spec, const LayerDims& dims, int64_t N)
-    void step_forward[T](const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
+    int64_t step_workspace_size[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N)
+    void step_forward[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
                          const T* x, const T* h, const T* c, T* h1, T* c1, T* ws)
-    int64_t raw_step_workspace_size[T](const CellSpec& spec, const LayerDims& dims, int64_t N)
-    void raw_step_forward[T](const CellSpec& spec, const LayerDims& dims, int64_t N,
+    int64_t raw_step_workspace_size[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N)
+    void raw_step_forward[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N,
                              const RawWeights[T]& raw, const T* x, const T* h, const T* c,
                              T* h1, T* c1, T* ws)
-    int64_t sequence_workspace_size[T](const CellSpec& spec, const SeqShape& shape)
-    void sequence_forward[T](const CellSpec& spec, const SeqShape& shape, const T* const* packed,
+    int64_t sequence_workspace_size[T](int isa, const CellSpec& spec, const SeqShape& shape)
+    void sequence_forward[T](int isa, const CellSpec& spec, const SeqShape& shape, const T* const* packed,
                              const T* x, const int64_t* lengths, const T* h0, const T* c0,
                              T* y, T* hn, T* cn, T* ws)
-    void activation_forward[T](int which, const T* x, int64_t n, T* y)
-    const char* kernel_build()
+    void activation_forward[T](int isa, int which, const T* x, int64_t n, T* y)

@@ -17,7 +17,8 @@ import numpy as np
 from gatedkernels._ext cimport (
     CellSpec, LayerDims, SeqShape, RawWeights, gate_count, block_width, packed_layer_size,
     pack_layer, step_workspace_size, step_forward, raw_step_workspace_size, raw_step_forward,
-    sequence_workspace_size, sequence_forward, kernel_build, activation_forward,
+    sequence_workspace_size, sequence_forward, activation_forward, isa_count, isa_name,
+    isa_supported, isa_best,
 )
 
 cnp.import_array()
@@ -34,13 +35,35 @@ GRU = 1
 RNN = 2
 
 
-def build_info():
-    """Name of the compiled kernel build and the packed block width per dtype."""
-    return {
-        "isa": kernel_build().decode(),
-        "block_width_float32": block_width[float](),
-        "block_width_float64": block_width[double](),
-    }
+def isa_names():
+    """Names of the instruction-set builds compiled in, from the most portable to the fastest."""
+    return [isa_name(i).decode() for i in range(isa_count())]
+
+
+def supported_isas():
+    """The builds this CPU can run."""
+    return [isa_name(i).decode() for i in range(isa_count()) if isa_supported(i)]
+
+
+def best_isa():
+    return isa_name(isa_best()).decode()
+
+
+cdef int _isa_index(str name) except -1:
+    cdef int i
+    for i in range(isa_count()):
+        if isa_name(i).decode() == name:
+            if not isa_supported(i):
+                raise ValueError(f"isa: this CPU cannot run the {name!r} build "
+                                 f"(supported: {supported_isas()})")
+            return i
+    raise ValueError(f"isa: expected one of {isa_names()}, got {name!r}")
+
+
+def block_widths(str isa):
+    """Packed block width (hidden units per block) per dtype for build `isa`."""
+    cdef int i = _isa_index(isa)
+    return {"float32": block_width[float](i), "float64": block_width[double](i)}
 
 
 cdef inline int _typenum(object dtype) except -1:
@@ -106,6 +129,8 @@ cdef class Kernel:
     cdef readonly bint linear_before_reset, relu
     cdef readonly int64_t I, H, P
     cdef readonly object dtype
+    cdef readonly str isa       # the build that packed the weights; every call uses it
+    cdef int isa_i
     cdef int typenum
     cdef CellSpec spec
     cdef list packed            # one ndarray per layer-direction (owns the memory)
@@ -115,7 +140,9 @@ cdef class Kernel:
     cdef bint step_ws_busy
 
     def __init__(self, int kind, bint linear_before_reset, bint relu, dtype, int64_t I,
-                 int64_t H, int64_t P, int L, int D, list layers):
+                 int64_t H, int64_t P, int L, int D, list layers, str isa):
+        self.isa_i = _isa_index(isa)
+        self.isa = isa
         self.spec = _spec(kind, linear_before_reset, relu)
         self.kind, self.linear_before_reset, self.relu = kind, linear_before_reset, relu
         self.typenum = _typenum(dtype)
@@ -152,7 +179,7 @@ cdef class Kernel:
             if w_hr is not None:
                 _check(w_hr, "w_hr", self.typenum, P, H)
             if self.typenum == cnp.NPY_FLOAT32:
-                size = packed_layer_size[float](self.spec, dims)
+                size = packed_layer_size[float](self.isa_i, self.spec, dims)
                 out = np.empty(size, dtype=np.float32)
                 rf.w_ih = <const float*>cnp.PyArray_DATA(w_ih)
                 rf.w_hh = <const float*>cnp.PyArray_DATA(w_hh)
@@ -160,10 +187,10 @@ cdef class Kernel:
                 rf.b_hh = <const float*>_ptr_or_null(b_hh)
                 rf.w_hr = <const float*>_ptr_or_null(w_hr)
                 with nogil:
-                    pack_layer[float](self.spec, dims, rf, <float*>cnp.PyArray_DATA(out))
+                    pack_layer[float](self.isa_i, self.spec, dims, rf, <float*>cnp.PyArray_DATA(out))
                 self.ptr_f.push_back(<const float*>cnp.PyArray_DATA(out))
             else:
-                size = packed_layer_size[double](self.spec, dims)
+                size = packed_layer_size[double](self.isa_i, self.spec, dims)
                 out = np.empty(size, dtype=np.float64)
                 rd.w_ih = <const double*>cnp.PyArray_DATA(w_ih)
                 rd.w_hh = <const double*>cnp.PyArray_DATA(w_hh)
@@ -171,7 +198,7 @@ cdef class Kernel:
                 rd.b_hh = <const double*>_ptr_or_null(b_hh)
                 rd.w_hr = <const double*>_ptr_or_null(w_hr)
                 with nogil:
-                    pack_layer[double](self.spec, dims, rd, <double*>cnp.PyArray_DATA(out))
+                    pack_layer[double](self.isa_i, self.spec, dims, rd, <double*>cnp.PyArray_DATA(out))
                 self.ptr_d.push_back(<const double*>cnp.PyArray_DATA(out))
             self.packed.append(out)
 
@@ -183,8 +210,8 @@ cdef class Kernel:
         cdef LayerDims dims
         dims.I, dims.H, dims.P = self.I, self.H, self.P
         if self.typenum == cnp.NPY_FLOAT32:
-            return step_workspace_size[float](self.spec, dims, N)
-        return step_workspace_size[double](self.spec, dims, N)
+            return step_workspace_size[float](self.isa_i, self.spec, dims, N)
+        return step_workspace_size[double](self.isa_i, self.spec, dims, N)
 
     def step(self, cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray h1, cnp.ndarray c1):
         """One time step of a single-layer, single-direction kernel.
@@ -227,21 +254,21 @@ cdef class Kernel:
             if self.typenum == cnp.NPY_FLOAT32:
                 if release:
                     with nogil:
-                        step_forward[float](self.spec, dims, N, self.ptr_f[0], <float*>xp,
+                        step_forward[float](self.isa_i, self.spec, dims, N, self.ptr_f[0], <float*>xp,
                                             <float*>hp, <const float*>cp, <float*>h1p,
                                             <float*>c1p, <float*>wsp)
                 else:
-                    step_forward[float](self.spec, dims, N, self.ptr_f[0], <float*>xp,
+                    step_forward[float](self.isa_i, self.spec, dims, N, self.ptr_f[0], <float*>xp,
                                         <float*>hp, <const float*>cp, <float*>h1p, <float*>c1p,
                                         <float*>wsp)
             else:
                 if release:
                     with nogil:
-                        step_forward[double](self.spec, dims, N, self.ptr_d[0], <double*>xp,
+                        step_forward[double](self.isa_i, self.spec, dims, N, self.ptr_d[0], <double*>xp,
                                              <double*>hp, <const double*>cp, <double*>h1p,
                                              <double*>c1p, <double*>wsp)
                 else:
-                    step_forward[double](self.spec, dims, N, self.ptr_d[0], <double*>xp,
+                    step_forward[double](self.isa_i, self.spec, dims, N, self.ptr_d[0], <double*>xp,
                                          <double*>hp, <const double*>cp, <double*>h1p,
                                          <double*>c1p, <double*>wsp)
         finally:
@@ -288,9 +315,9 @@ cdef class Kernel:
         s.batch_first = batch_first
         cdef int64_t need
         if self.typenum == cnp.NPY_FLOAT32:
-            need = sequence_workspace_size[float](self.spec, s)
+            need = sequence_workspace_size[float](self.isa_i, self.spec, s)
         else:
-            need = sequence_workspace_size[double](self.spec, s)
+            need = sequence_workspace_size[double](self.isa_i, self.spec, s)
         cdef cnp.ndarray ws = np.empty(max(need, 1), dtype=self.dtype)
         cdef const void* xp = cnp.PyArray_DATA(x)
         cdef const void* h0p = _ptr_or_null(h0)
@@ -301,22 +328,23 @@ cdef class Kernel:
         cdef void* wsp = cnp.PyArray_DATA(ws)
         if self.typenum == cnp.NPY_FLOAT32:
             with nogil:
-                sequence_forward[float](self.spec, s, self.ptr_f.data(), <const float*>xp, lp,
+                sequence_forward[float](self.isa_i, self.spec, s, self.ptr_f.data(), <const float*>xp, lp,
                                         <const float*>h0p, <const float*>c0p, <float*>yp,
                                         <float*>hnp, <float*>cnp_, <float*>wsp)
         else:
             with nogil:
-                sequence_forward[double](self.spec, s, self.ptr_d.data(), <const double*>xp, lp,
+                sequence_forward[double](self.isa_i, self.spec, s, self.ptr_d.data(), <const double*>xp, lp,
                                          <const double*>h0p, <const double*>c0p, <double*>yp,
                                          <double*>hnp, <double*>cnp_, <double*>wsp)
 
 
 def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.ndarray h,
              cnp.ndarray c, cnp.ndarray w_ih, cnp.ndarray w_hh, cnp.ndarray b_ih,
-             cnp.ndarray b_hh, cnp.ndarray w_hr, cnp.ndarray h1, cnp.ndarray c1):
+             cnp.ndarray b_hh, cnp.ndarray w_hr, cnp.ndarray h1, cnp.ndarray c1, str isa):
     """One step on raw PyTorch-layout weights (functional calls: nothing is packed).
     x [N, I], h [N, P], c [N, H] (LSTM) -> h1 [N, P], c1 [N, H]; sizes read from w_hh / w_hr."""
     cdef CellSpec spec = _spec(kind, linear_before_reset, relu)
+    cdef int isa_i = _isa_index(isa)
     if x is None or cnp.PyArray_NDIM(x) != 2 or w_hh is None or cnp.PyArray_NDIM(w_hh) != 2:
         raise ValueError("x and w_hh: kernel expects 2-d arrays")
     cdef int typenum = cnp.PyArray_TYPE(x)
@@ -349,8 +377,8 @@ def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.n
         _check(c1, "c1", typenum, N, H, -2, True)
     cdef LayerDims dims
     dims.I, dims.H, dims.P = I, H, P
-    cdef int64_t need = (raw_step_workspace_size[float](spec, dims, N) if typenum == cnp.NPY_FLOAT32
-                         else raw_step_workspace_size[double](spec, dims, N))
+    cdef int64_t need = (raw_step_workspace_size[float](isa_i, spec, dims, N) if typenum == cnp.NPY_FLOAT32
+                         else raw_step_workspace_size[double](isa_i, spec, dims, N))
     cdef cnp.ndarray ws = None
     if need > 0:
         ws = np.empty(need, dtype=x.dtype)
@@ -371,10 +399,10 @@ def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.n
         rf.w_hr = <const float*>_ptr_or_null(w_hr)
         if release:
             with nogil:
-                raw_step_forward[float](spec, dims, N, rf, <float*>xp, <float*>hp,
+                raw_step_forward[float](isa_i, spec, dims, N, rf, <float*>xp, <float*>hp,
                                         <const float*>cp, <float*>h1p, <float*>c1p, <float*>wsp)
         else:
-            raw_step_forward[float](spec, dims, N, rf, <float*>xp, <float*>hp, <const float*>cp,
+            raw_step_forward[float](isa_i, spec, dims, N, rf, <float*>xp, <float*>hp, <const float*>cp,
                                     <float*>h1p, <float*>c1p, <float*>wsp)
     else:
         rd.w_ih = <const double*>cnp.PyArray_DATA(w_ih)
@@ -384,16 +412,17 @@ def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.n
         rd.w_hr = <const double*>_ptr_or_null(w_hr)
         if release:
             with nogil:
-                raw_step_forward[double](spec, dims, N, rd, <double*>xp, <double*>hp,
+                raw_step_forward[double](isa_i, spec, dims, N, rd, <double*>xp, <double*>hp,
                                          <const double*>cp, <double*>h1p, <double*>c1p,
                                          <double*>wsp)
         else:
-            raw_step_forward[double](spec, dims, N, rd, <double*>xp, <double*>hp,
+            raw_step_forward[double](isa_i, spec, dims, N, rd, <double*>xp, <double*>hp,
                                      <const double*>cp, <double*>h1p, <double*>c1p, <double*>wsp)
 
 
-def activation(str name, cnp.ndarray x):
-    """The kernels' own sigmoid or tanh applied to a float32/float64 array (a new array)."""
+def activation(str name, cnp.ndarray x, str isa):
+    """The kernels' own sigmoid or tanh (build `isa`) applied to a float32/float64 array."""
+    cdef int isa_i = _isa_index(isa)
     cdef int which
     if name == "sigmoid":
         which = 0
@@ -411,7 +440,7 @@ def activation(str name, cnp.ndarray x):
     cdef void* yp = cnp.PyArray_DATA(y)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            activation_forward[float](which, <const float*>xp, n, <float*>yp)
+            activation_forward[float](isa_i, which, <const float*>xp, n, <float*>yp)
         else:
-            activation_forward[double](which, <const double*>xp, n, <double*>yp)
+            activation_forward[double](isa_i, which, <const double*>xp, n, <double*>yp)
     return y

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from gatedkernels import _api, _ext, reference
+from gatedkernels import _api, _config, _ext, reference
 from gatedkernels._api import check_size, float_array, to_numpy
 
 # Cell kinds (the class names LSTM, GRU, RNN below are the modules).
@@ -102,6 +102,11 @@ class _Module:
         return list(self._params.values())
 
     @property
+    def isa(self):
+        """The kernel build this module's weights are packed for (None with the reference)."""
+        return None if self._kernel is None else self._kernel.isa
+
+    @property
     def packed_bytes(self):
         """Bytes of packed weights the kernel holds (0 with the reference backend)."""
         return 0 if self._kernel is None else self._kernel.packed_bytes
@@ -134,6 +139,7 @@ class _CellModule(_Module):
                 self._kind, self._lbr, self._relu, self.dtype, self.input_size, self.hidden_size,
                 self.hidden_size, 1, 1,
                 [(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"), None)],
+                _config.get_isa(),
             )
         object.__setattr__(self, "_kernel", kernel)
 
@@ -296,7 +302,7 @@ class _SequenceModule(_Module):
             kernel = _ext.Kernel(
                 self._kind, self._lbr, self._relu, self.dtype, self.input_size, self.hidden_size,
                 self.proj_size or self.hidden_size, self.num_layers,
-                2 if self.bidirectional else 1, tuples,
+                2 if self.bidirectional else 1, tuples, _config.get_isa(),
             )
         object.__setattr__(self, "_kernel", kernel)
 

@@ -11,6 +11,9 @@ Every numeric comparison in the suite goes through one of these, so the bounds l
 import numpy as np
 import pytest
 
+import gatedkernels as gk
+from gatedkernels import _ext
+
 RTOL64 = 1e-12
 ATOL64 = 1e-14
 F32_FACTOR = 2.0
@@ -49,6 +52,17 @@ def assert_close32(got, oracle, ref32, what=""):
     base = np.abs(r - o).max(initial=0.0)
     bound = F32_FACTOR * base + F32_FLOOR
     assert err <= bound, f"{what}: max |diff| {err:.3g} > {bound:.3g} (float32 reference: {base:.3g})"
+
+
+SUPPORTED_ISAS = _ext.supported_isas()
+
+
+@pytest.fixture(params=SUPPORTED_ISAS)
+def isa(request):
+    """Run the test once per kernel build this CPU can run (generic, avx2, avx512 ...), forcing
+    each one; modules and functional calls made inside use it."""
+    with gk.use_isa(request.param):
+        yield request.param
 
 
 @pytest.fixture

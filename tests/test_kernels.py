@@ -18,6 +18,9 @@ import gatedkernels as gk
 from conftest import assert_close32, assert_close64
 from gatedkernels import reference
 
+# Every test here runs once per kernel build this CPU supports (the `isa` fixture, conftest.py).
+pytestmark = pytest.mark.usefixtures("isa")
+
 CELL_VARIANTS = [
     ("lstm", {}),
     ("gru", {"linear_before_reset": True}),

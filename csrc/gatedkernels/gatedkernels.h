@@ -60,17 +60,27 @@ struct RawWeights {
 
 int gate_count(int kind);
 
-// Hidden units per packed block for dtype T in the kernels compiled into this build.
+// Instruction-set builds compiled into this library, indexed 0 .. isa_count()-1 from the most
+// portable to the fastest: "generic" (SSE2 / NEON), then on x86-64 "avx2" (AVX2 + FMA) and
+// "avx512" (AVX-512 F/BW/DQ/VL). Every function below takes the index of the build to run; packed
+// weights depend on the build (its block width), so a packed buffer must always be used with the
+// build that packed it.
+int isa_count();
+const char* isa_name(int isa);
+bool isa_supported(int isa);  // this CPU and OS can run it
+int isa_best();               // the fastest supported build
+
+// Hidden units per packed block for dtype T in build `isa`.
 template <typename T>
-int64_t block_width();
+int64_t block_width(int isa);
 
 // Packed weights of one layer-direction (all panels, folded biases) in one buffer.
 template <typename T>
-int64_t packed_layer_size(const CellSpec& spec, const LayerDims& dims);
+int64_t packed_layer_size(int isa, const CellSpec& spec, const LayerDims& dims);
 
 // Packs raw PyTorch-layout weights into `out` ([packed_layer_size] elements, written whole).
 template <typename T>
-void pack_layer(const CellSpec& spec, const LayerDims& dims, const RawWeights<T>& raw, T* out);
+void pack_layer(int isa, const CellSpec& spec, const LayerDims& dims, const RawWeights<T>& raw, T* out);
 
 // One time step with packed weights (a module's cell call).
 //   x  [N, I]     input                  h  [N, P]  previous hidden state
@@ -79,17 +89,17 @@ void pack_layer(const CellSpec& spec, const LayerDims& dims, const RawWeights<T>
 //   ws [step_workspace_size] scratch
 // h1/c1 must not alias x, h or c.
 template <typename T>
-int64_t step_workspace_size(const CellSpec& spec, const LayerDims& dims, int64_t N);
+int64_t step_workspace_size(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N);
 template <typename T>
-void step_forward(const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
+void step_forward(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
                   const T* x, const T* h, const T* c, T* h1, T* c1, T* ws);
 
 // One time step reading raw PyTorch-layout weights directly: for functional calls, which must
 // not pay for packing the weights on every call. Same arguments as step_forward.
 template <typename T>
-int64_t raw_step_workspace_size(const CellSpec& spec, const LayerDims& dims, int64_t N);
+int64_t raw_step_workspace_size(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N);
 template <typename T>
-void raw_step_forward(const CellSpec& spec, const LayerDims& dims, int64_t N,
+void raw_step_forward(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N,
                       const RawWeights<T>& raw, const T* x, const T* h, const T* c, T* h1, T* c1,
                       T* ws);
 
@@ -105,18 +115,16 @@ void raw_step_forward(const CellSpec& spec, const LayerDims& dims, int64_t N,
 //   cn       [L*D, N, H]  final cell states (LSTM only; null otherwise)
 //   ws       [sequence_workspace_size] scratch
 template <typename T>
-int64_t sequence_workspace_size(const CellSpec& spec, const SeqShape& shape);
+int64_t sequence_workspace_size(int isa, const CellSpec& spec, const SeqShape& shape);
 template <typename T>
-void sequence_forward(const CellSpec& spec, const SeqShape& shape, const T* const* packed,
+void sequence_forward(int isa, const CellSpec& spec, const SeqShape& shape, const T* const* packed,
                       const T* x, const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
                       T* cn, T* ws);
 
 // The activations the kernels use, applied elementwise (for tests and accuracy sweeps).
 // which: 0 sigmoid, 1 tanh. y may alias x.
 template <typename T>
-void activation_forward(int which, const T* x, int64_t n, T* y);
+void activation_forward(int isa, int which, const T* x, int64_t n, T* y);
 
-// Name of the kernel build in use (for show_config / `python -m gatedkernels`).
-const char* kernel_build();
 
 }  // namespace gatedkernels

@@ -28,10 +28,21 @@
 namespace gatedkernels {
 namespace GK_ISA {
 
+// One SIMD register of T (GCC/Clang vector extension), GK_VB_BYTES wide: 16 bytes for the
+// baseline (SSE2 / NEON), 32 for AVX2, 64 for AVX-512.
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(GK_VB_BYTES)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
 template <typename T>
 struct Tile {
-  static constexpr int VB = GK_VB_BYTES / sizeof(T);  // hidden units per block
-  static constexpr int BT = GK_BATCH_TILE;           // batch rows per register tile
+  static constexpr int VB = GK_VB_BYTES / sizeof(T);  // hidden units per block = vector lanes
+  // Batch rows per register tile for G gates: G*BT accumulators must fit in the GK_ACC_REGS
+  // registers left after the weight loads and broadcasts.
+  static constexpr int bt(int G) { return GK_ACC_REGS / G < 1 ? 1 : GK_ACC_REGS / G > 8 ? 8 : GK_ACC_REGS / G; }
 };
 
 template <typename T>
@@ -157,22 +168,53 @@ void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<
   if (L.w_hr >= 0) pack_panel(raw.w_hr, 0, d.P, 1, H, out + L.w_hr);
 }
 
-// acc[r][*] = A[row r, :K] . panel block (G*VB columns), for `rows` <= BT rows of A.
-// Rows past `rows` repeat the last row so the tile shape stays fixed for the compiler.
+template <typename T>
+inline Vec<T> vload(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// acc[r][*] = A[row r, :K] . panel block (G*VB columns) for R rows of A, accumulated in
+// registers: per k, G weight vectors are loaded once and reused by all R rows.
+template <typename T, int G, int R>
+inline void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T* acc_out,
+                           int64_t acc_stride) {
+  constexpr int VB = Tile<T>::VB;
+  Vec<T> acc[R][G];
+  const T* a[R];
+  for (int r = 0; r < R; ++r) a[r] = A + r * lda;
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g] = Vec<T>{} ;
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> w[G];
+    for (int g = 0; g < G; ++g) w[g] = vload(block + (k * G + g) * VB);
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> b = Vec<T>{} + a[r][k];
+      for (int g = 0; g < G; ++g) acc[r][g] += b * w[g];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) std::memcpy(acc_out + r * acc_stride + g * VB, &acc[r][g], sizeof(Vec<T>));
+}
+
+// The same for any rows <= BT(G): a full tile or the matching smaller one (never computing
+// rows that are not there, which matters at N = 1).
 template <typename T, int G, int BT>
 inline void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
                      T (&acc)[BT][G * Tile<T>::VB]) {
   constexpr int W = G * Tile<T>::VB;
-  const T* a[BT];
-  for (int r = 0; r < BT; ++r) a[r] = A + (r < rows ? r : rows - 1) * lda;
-  for (int r = 0; r < BT; ++r)
-    for (int i = 0; i < W; ++i) acc[r][i] = T(0);
-  for (int64_t k = 0; k < K; ++k) {
-    const T* w = block + k * W;
-    for (int r = 0; r < BT; ++r) {
-      const T av = a[r][k];
-      for (int i = 0; i < W; ++i) acc[r][i] += av * w[i];
-    }
+  T* out = &acc[0][0];
+  switch (rows) {
+#define GK_TILE_CASE(R) \
+  case R:               \
+    if constexpr (R <= BT) tile_dot_fixed<T, G, R>(A, lda, block, K, out, W); \
+    break;
+    GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
+    GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
+#undef GK_TILE_CASE
+    default:
+      break;
   }
 }
 
@@ -181,7 +223,7 @@ inline void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int6
 template <typename T, int G>
 void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel,
                     const T* bias, int64_t nb, T* out) {
-  constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT, W = G * VB;
+  constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
   for (int64_t b = 0; b < nb; ++b) {
     const T* block = panel + b * K * W;
     const T* bb = bias + b * W;
@@ -202,7 +244,7 @@ void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* pane
 template <typename T>
 void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel, int64_t Hout,
                    T* out) {
-  constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+  constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
   for (int64_t b = 0; b < nblocks<T>(Hout); ++b) {
     const int64_t j0 = b * VB, lanes = Hout - j0 < VB ? Hout - j0 : VB;
     for (int64_t r0 = 0; r0 < R; r0 += BT) {
@@ -240,7 +282,7 @@ struct Lstm {
 
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
                    int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch) {
-    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
     for (int64_t b = 0; b < nb; ++b) {
@@ -285,7 +327,7 @@ struct Gru {
 
   static void step_reset_after(const LayerDims& d, int64_t N, const PackedView<T>& w,
                                const T* xp, int64_t xp_stride, const T* h, T* h1) {
-    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, nb = nblocks<T>(H);
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
@@ -311,7 +353,7 @@ struct Gru {
 
   static void step_reset_before(const LayerDims& d, int64_t N, const PackedView<T>& w,
                                 const T* xp, int64_t xp_stride, const T* h, T* h1, T* scratch) {
-    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(2), BT1 = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
     T* rh = scratch;         // r * h, [N, H]
     T* zs = scratch + N * H; // z, [N, H]
@@ -335,10 +377,10 @@ struct Gru {
     }
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT) {
-        const int64_t rows = N - n0 < BT ? N - n0 : BT;
-        T acc[BT][VB];
-        tile_dot<T, 1, BT>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
+      for (int64_t n0 = 0; n0 < N; n0 += BT1) {
+        const int64_t rows = N - n0 < BT1 ? N - n0 : BT1;
+        T acc[BT1][VB];
+        tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t n = n0 + r;
           const T* x = xp + n * xp_stride + b * G * VB + 2 * VB;
@@ -361,7 +403,7 @@ struct Rnn {
 
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
                    int64_t xp_stride, const T* h, const T*, T* h1, T*, T*) {
-    constexpr int VB = Tile<T>::VB, BT = Tile<T>::BT;
+    constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;

@@ -25,9 +25,18 @@ struct KernelOps {
                            const int64_t*, const T*, const T*, T*, T*, T*, T*);
 };
 
-namespace generic {
-const KernelOps<float>& ops_f32();
-const KernelOps<double>& ops_f64();
-}  // namespace generic
+// One pair of tables per ISA translation unit. avx2 / avx512 exist only on x86-64.
+#define GK_DECLARE_OPS(ns)              \
+  namespace ns {                        \
+  const KernelOps<float>& ops_f32();    \
+  const KernelOps<double>& ops_f64();   \
+  }
+GK_DECLARE_OPS(generic)
+#if defined(__x86_64__) || defined(_M_X64)
+#define GK_HAVE_X86_BUILDS 1
+GK_DECLARE_OPS(avx2)
+GK_DECLARE_OPS(avx512)
+#endif
+#undef GK_DECLARE_OPS
 
 }  // namespace gatedkernels

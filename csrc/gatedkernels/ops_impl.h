@@ -99,3 +99,18 @@ KernelOps<T> make_ops(const char* name) {
 
 }  // namespace GK_ISA
 }  // namespace gatedkernels
+
+// Defines <ns>::ops_f32() / ops_f64() (declared in ops.h) for the ISA of this translation unit.
+#define GK_DEFINE_OPS(ns)                                                   \
+  namespace gatedkernels {                                                  \
+  namespace ns {                                                            \
+  const KernelOps<float>& ops_f32() {                                       \
+    static const KernelOps<float> ops = make_ops<float>(#ns);               \
+    return ops;                                                             \
+  }                                                                         \
+  const KernelOps<double>& ops_f64() {                                      \
+    static const KernelOps<double> ops = make_ops<double>(#ns);             \
+    return ops;                                                             \
+  }                                                                         \
+  }                                                                         \
+  }
