@@ -10,6 +10,7 @@ Arrays are taken as ``cnp.ndarray`` and read through the PyArray_* macros: about
 five-array call, against about 1.2 us with typed memoryviews (research/build.md §1).
 """
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 from libcpp.vector cimport vector
 cimport numpy as cnp
 import numpy as np
@@ -444,3 +445,101 @@ def activation(str name, cnp.ndarray x, str isa):
         else:
             activation_forward[double](isa_i, which, <const double*>xp, n, <double*>yp)
     return y
+
+
+cdef class Stream:
+    """Streaming steps of a single-layer, single-direction Kernel, holding the state itself.
+
+    ``step(x, out)`` advances the state by one time step and copies the new hidden state into
+    ``out`` (a caller-owned [N, P] array, or [P] when N == 1): with ``out`` given, a step
+    allocates nothing. With ``out=None`` it returns a new array. The state lives in two internal
+    buffers used alternately, so the kernel never reads and writes the same memory.
+    """
+    cdef readonly Kernel kernel
+    cdef readonly int64_t N
+    cdef cnp.ndarray hbuf, cbuf, ws   # hbuf [2, N, P], cbuf [2, N, H] (LSTM), ws workspace
+    cdef int cur
+    cdef bint lstm
+    cdef LayerDims dims
+
+    def __init__(self, Kernel kernel, int64_t N):
+        if kernel.L != 1 or kernel.D != 1:
+            raise ValueError("a stream needs a single-layer, single-direction kernel")
+        if N < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {N}")
+        self.kernel, self.N = kernel, N
+        self.lstm = kernel.kind == LSTM
+        self.dims.I, self.dims.H, self.dims.P = kernel.I, kernel.H, kernel.P
+        self.hbuf = np.zeros((2, N, kernel.P), dtype=kernel.dtype)
+        self.cbuf = np.zeros((2, N, kernel.H if self.lstm else 1), dtype=kernel.dtype)
+        self.ws = np.empty(max(kernel._step_ws_size(N), 1), dtype=kernel.dtype)
+        self.cur = 0
+
+    def reset(self, h=None, c=None):
+        """Set the state (zeros where None); h [N, P] (or [P] when N == 1), c [N, H] (LSTM)."""
+        self.cur = 0
+        self.hbuf[0] = 0 if h is None else np.asarray(h).reshape(self.N, self.kernel.P)
+        if self.lstm:
+            self.cbuf[0] = 0 if c is None else np.asarray(c).reshape(self.N, self.kernel.H)
+        elif c is not None:
+            raise ValueError("c: only an LSTM stream has a cell state")
+
+    @property
+    def h(self):
+        """A copy of the hidden state [N, P]."""
+        return self.hbuf[self.cur].copy()
+
+    @property
+    def c(self):
+        """A copy of the cell state [N, H] (LSTM), else None."""
+        return self.cbuf[self.cur].copy() if self.lstm else None
+
+    def step(self, cnp.ndarray x, cnp.ndarray out=None):
+        """One time step; x [N, I] (or [I] when N == 1) of the kernel's dtype -> out."""
+        cdef Kernel k = self.kernel
+        cdef int nd = cnp.PyArray_NDIM(x) if x is not None else -1
+        cdef cnp.npy_intp* xd
+        cdef bint fast = False
+        if x is not None and cnp.PyArray_TYPE(x) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(x):
+            xd = cnp.PyArray_DIMS(x)
+            fast = (nd == 2 and xd[0] == self.N and xd[1] == k.I) or \
+                   (nd == 1 and self.N == 1 and xd[0] == k.I)
+        if not fast:
+            x = self._slow_input(x)
+        cdef int nxt = 1 - self.cur
+        cdef int64_t NP = self.N * k.P, NH = self.N * k.H
+        cdef char* hb = <char*>cnp.PyArray_DATA(self.hbuf)
+        cdef char* cb = <char*>cnp.PyArray_DATA(self.cbuf)
+        cdef void* xp = cnp.PyArray_DATA(x)
+        cdef void* wsp = cnp.PyArray_DATA(self.ws)
+        cdef int64_t esz = cnp.PyArray_ITEMSIZE(self.hbuf)
+        cdef void* h0 = hb + self.cur * NP * esz
+        cdef void* h1 = hb + nxt * NP * esz
+        cdef void* c0 = (cb + self.cur * NH * esz) if self.lstm else NULL
+        cdef void* c1 = (cb + nxt * NH * esz) if self.lstm else NULL
+        if k.typenum == cnp.NPY_FLOAT32:
+            step_forward[float](k.isa_i, k.spec, self.dims, self.N, k.ptr_f[0], <float*>xp,
+                                <float*>h0, <float*>c0, <float*>h1, <float*>c1, <float*>wsp)
+        else:
+            step_forward[double](k.isa_i, k.spec, self.dims, self.N, k.ptr_d[0], <double*>xp,
+                                 <double*>h0, <double*>c0, <double*>h1, <double*>c1,
+                                 <double*>wsp)
+        self.cur = nxt
+        if out is None:
+            out = np.empty(((<object>self.N, <object>k.P) if nd != 1 else (<object>k.P,)), dtype=k.dtype)
+        elif not (cnp.PyArray_TYPE(out) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(out)
+                  and cnp.PyArray_ISWRITEABLE(out) and cnp.PyArray_SIZE(out) == NP):
+            raise ValueError(f"out: expected a writable C-contiguous {k.dtype} array of "
+                             f"[N, P] = [{self.N}, {k.P}] elements, got {out.dtype} "
+                             f"{(<object>out).shape}")
+        memcpy(cnp.PyArray_DATA(out), h1, NP * esz)
+        return out
+
+    cdef cnp.ndarray _slow_input(self, object x):
+        """Cast / copy / check an input that is not already a contiguous [N, I] array."""
+        from gatedkernels._api import float_array
+        a = float_array(x, "x", self.kernel.dtype)
+        shape = a.shape
+        if not (shape == (self.N, self.kernel.I) or (self.N == 1 and shape == (self.kernel.I,))):
+            raise ValueError(f"x: expected [N, I] = [{self.N}, {self.kernel.I}], got {shape}")
+        return a

@@ -190,6 +190,32 @@ class _CellModule(_Module):
             return h1[0], None if c1 is None else c1[0]
         return h1, c1
 
+    def stream(self, batch_size=1, hx=None):
+        """A stateful streaming object for this cell: ``s = cell.stream(N)``, then per time step
+        ``s.step(x, out)`` (x [N, I], or [I] when N == 1) writes the new hidden state into `out`
+        and allocates nothing; ``out=None`` returns a new array. ``s.h`` / ``s.c`` read the state,
+        ``s.reset(h, c)`` sets it. The stream keeps the weights packed at this moment."""
+        if self._kernel is None:
+            raise ValueError("stream() needs the compiled backend, not backend='reference'")
+        s = _ext.Stream(self._kernel, check_size(batch_size, "batch_size", 1))
+        if hx is not None:
+            if self._kind == LSTM_KIND:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise TypeError("hx: expected a tuple (h, c) or None")
+                h, c = hx
+            else:
+                h, c = hx, None
+            N, H = s.N, self.hidden_size
+            h = float_array(h, "h", self.dtype)
+            _api.expect_shape(h, "h", ("N", "H") if h.ndim == 2 else ("H",),
+                              (N, H) if h.ndim == 2 else (H,))
+            if c is not None:
+                c = float_array(c, "c", self.dtype)
+                _api.expect_shape(c, "c", ("N", "H") if c.ndim == 2 else ("H",),
+                                  (N, H) if c.ndim == 2 else (H,))
+            s.reset(h, c)
+        return s
+
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, "
                 f"dtype={self.dtype.name})")
