@@ -19,7 +19,7 @@ if os.environ.get("GK_NATIVE") == "1":
 
 ext = Extension(
     "gatedkernels._ext",
-    sources=["gatedkernels/_ext.pyx", "csrc/dispatch.cc", "csrc/kernels_generic.cc",
+    sources=["gatedkernels/_ext.pyx", "csrc/dispatch.cc", "csrc/threads.cc", "csrc/kernels_generic.cc",
              "csrc/kernels_avx2.cc", "csrc/kernels_avx512.cc"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],

@@ -12,7 +12,8 @@ outputs), computed by C++ kernels that fuse the recurrent product with the gate 
 """
 from gatedkernels import reference
 from gatedkernels._api import gru, gru_cell, lstm, lstm_cell, rnn, rnn_cell
-from gatedkernels._config import get_isa, set_isa, show_config, use_isa
+from gatedkernels._config import (get_isa, get_num_threads, set_isa, set_num_threads,
+                                  show_config, use_isa)
 from gatedkernels._modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
@@ -20,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
     "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru", "rnn",
-    "reference", "show_config", "get_isa", "set_isa", "use_isa", "__version__",
+    "reference", "show_config", "get_isa", "set_isa", "use_isa", "get_num_threads", "set_num_threads", "__version__",
 ]

@@ -49,7 +49,8 @@ def float_array(a, name, dtype=None):
         if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
         dtype = arr.dtype
-    return np.ascontiguousarray(arr, dtype=dtype)
+    # np.asarray(order="C") keeps a 0-d array 0-d (np.ascontiguousarray would make it [1]).
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def expect_shape(arr, name, letters, values):
@@ -258,61 +259,88 @@ def layer_tuples(params, num_layers, bidirectional, bias, proj_size):
     return out
 
 
+class SequenceCall:
+    """A validated sequence call: x, hx and lengths checked against the sizes of the weights
+    (shapes in SPEC §1 letters), cast to `dtype`, unbatched input given a batch axis of 1."""
+
+    def __init__(self, kind, I, H, P, L, D, x, hx, lengths, batch_first, dtype):
+        x = float_array(x, "x", dtype)
+        lstm = kind == LSTM
+        if x.ndim == 2:
+            self.unbatched = True
+            expect_shape(x, "x", ("T", "I"), (x.shape[0], I))
+            X, bf = x[:, None, :], False
+        elif x.ndim == 3:
+            self.unbatched = False
+            if batch_first:
+                expect_shape(x, "x", ("N", "T", "I"), (x.shape[0], x.shape[1], I))
+            else:
+                expect_shape(x, "x", ("T", "N", "I"), (x.shape[0], x.shape[1], I))
+            X, bf = x, bool(batch_first)
+        else:
+            raise ValueError(
+                f"x: expected [{'N, T' if batch_first else 'T, N'}, I] or unbatched [T, I], "
+                f"got {x.shape}"
+            )
+        T, N = (X.shape[1], X.shape[0]) if bf else (X.shape[0], X.shape[1])
+        if T < 1 or N < 1:
+            raise ValueError(f"x: T and N must be at least 1, got {x.shape}")
+        h0 = c0 = None
+        if hx is not None:
+            if lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise TypeError("hx: expected a tuple (h0, c0) or None")
+                h0, c0 = hx
+            else:
+                h0 = hx
+        lead = ("L*D",) if self.unbatched else ("L*D", "N")
+        lead_v = (L * D,) if self.unbatched else (L * D, N)
+        if h0 is not None:
+            h0 = float_array(h0, "h0", dtype)
+            expect_shape(h0, "h0", lead + ("P" if P != H else "H",), lead_v + (P,))
+            h0 = h0.reshape(L * D, N, P)
+        if c0 is not None:
+            c0 = float_array(c0, "c0", dtype)
+            expect_shape(c0, "c0", lead + ("H",), lead_v + (H,))
+            c0 = c0.reshape(L * D, N, H)
+        if lengths is not None:
+            lengths = check_lengths(lengths, N, T)
+        self.kind, self.dtype = kind, dtype
+        self.X, self.batch_first, self.h0, self.c0, self.lengths = X, bf, h0, c0, lengths
+        self.T, self.N, self.H, self.P, self.L, self.D = T, N, H, P, L, D
+
+    def hx(self):
+        """Initial states for the reference: (h0, c0), h0 or None (zeros for a missing part)."""
+        if self.kind != LSTM:
+            return self.h0
+        if self.h0 is None and self.c0 is None:
+            return None
+        shape = (self.L * self.D, self.N)
+        h0 = self.h0 if self.h0 is not None else np.zeros(shape + (self.P,), self.dtype)
+        c0 = self.c0 if self.c0 is not None else np.zeros(shape + (self.H,), self.dtype)
+        return h0, c0
+
+    def finish(self, y, hn, cn):
+        """Outputs in the caller's shape: unbatched in, unbatched out."""
+        if self.unbatched:
+            y, hn = y[:, 0], hn[:, 0]
+            cn = None if cn is None else cn[:, 0]
+        return y, hn, cn
+
+
 def run_sequence(kernel, x, hx, lengths, batch_first, dtype):
     """Validate x, hx and lengths for `kernel` (an _ext.Kernel), allocate outputs and run.
 
     Returns (output, h_n, c_n) with c_n None unless LSTM; unbatched in, unbatched out.
     """
-    x = float_array(x, "x", dtype)
-    I, H, P, L, D = kernel.I, kernel.H, kernel.P, kernel.L, kernel.D
-    lstm = kernel.kind == LSTM
-    if x.ndim == 2:
-        unbatched = True
-        expect_shape(x, "x", ("T", "I"), (x.shape[0], I))
-        X, bf = x[:, None, :], False
-    elif x.ndim == 3:
-        unbatched = False
-        if batch_first:
-            expect_shape(x, "x", ("N", "T", "I"), (x.shape[0], x.shape[1], I))
-        else:
-            expect_shape(x, "x", ("T", "N", "I"), (x.shape[0], x.shape[1], I))
-        X, bf = x, bool(batch_first)
-    else:
-        raise ValueError(
-            f"x: expected [{'N, T' if batch_first else 'T, N'}, I] or unbatched [T, I], "
-            f"got {x.shape}"
-        )
-    T, N = (X.shape[1], X.shape[0]) if bf else (X.shape[0], X.shape[1])
-    if T < 1 or N < 1:
-        raise ValueError(f"x: T and N must be at least 1, got {x.shape}")
-    h0 = c0 = None
-    if hx is not None:
-        if lstm:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx: expected a tuple (h0, c0) or None")
-            h0, c0 = hx
-        else:
-            h0 = hx
-    lead = ("L*D",) if unbatched else ("L*D", "N")
-    lead_v = (L * D,) if unbatched else (L * D, N)
-    if h0 is not None:
-        h0 = float_array(h0, "h0", dtype)
-        expect_shape(h0, "h0", lead + ("P" if P != H else "H",), lead_v + (P,))
-        h0 = h0.reshape(L * D, N, P)
-    if c0 is not None:
-        c0 = float_array(c0, "c0", dtype)
-        expect_shape(c0, "c0", lead + ("H",), lead_v + (H,))
-        c0 = c0.reshape(L * D, N, H)
-    if lengths is not None:
-        lengths = check_lengths(lengths, N, T)
-    y = np.empty(X.shape[:2] + (D * P,), dtype)
+    call = SequenceCall(kernel.kind, kernel.I, kernel.H, kernel.P, kernel.L, kernel.D, x, hx,
+                        lengths, batch_first, dtype)
+    L, D, N, P, H = kernel.L, kernel.D, call.N, kernel.P, kernel.H
+    y = np.empty(call.X.shape[:2] + (D * P,), dtype)
     hn = np.empty((L * D, N, P), dtype)
-    cn = np.empty((L * D, N, H), dtype) if lstm else None
-    kernel.forward(X, lengths, h0, c0, y, hn, cn, bf)
-    if unbatched:
-        y, hn = y[:, 0], hn[:, 0]
-        cn = None if cn is None else cn[:, 0]
-    return y, hn, cn
+    cn = np.empty((L * D, N, H), dtype) if kernel.kind == LSTM else None
+    kernel.forward(call.X, call.lengths, call.h0, call.c0, y, hn, cn, call.batch_first)
+    return call.finish(y, hn, cn)
 
 
 def _infer_sizes(kind, weights, num_layers, bidirectional):

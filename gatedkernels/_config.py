@@ -62,6 +62,20 @@ def use_isa(name):
         set_isa(previous)
 
 
+def get_num_threads():
+    """Threads the kernels may use, the calling thread included. The default is the number of
+    CPUs this process may run on, or GATEDKERNELS_NUM_THREADS when set. A call uses one thread
+    when its time steps are too small to gain from more."""
+    return _ext.get_num_threads()
+
+
+def set_num_threads(n):
+    """Let the kernels use up to `n` threads. Results are bitwise the same for any `n`."""
+    from gatedkernels._api import check_size
+
+    _ext.set_num_threads(check_size(n, "n", 1))
+
+
 def config():
     """The build configuration as a dict."""
     from gatedkernels import __version__
@@ -73,6 +87,7 @@ def config():
         "isa_compiled": _ext.isa_names(),
         "isa_supported": _ext.supported_isas(),
         "block_width": _ext.block_widths(_isa),
+        "num_threads": _ext.get_num_threads(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -87,4 +102,5 @@ def show_config():
           f"float64 {c['block_width']['float64']}); override with {ENV_ISA}=<name>")
     print(f"  builds       : compiled {', '.join(c['isa_compiled'])}; this CPU runs "
           f"{', '.join(c['isa_supported'])}")
+    print(f"  threads      : {c['num_threads']} (gk.set_num_threads / GATEDKERNELS_NUM_THREADS)")
     print(f"  platform     : {c['machine']}, Python {c['python']}, NumPy {c['numpy']}")

@@ -48,3 +48,7 @@ cdef extern from "gatedkernels/gatedkernels.h" namespace "gatedkernels" nogil:
                              const T* x, const int64_t* lengths, const T* h0, const T* c0,
                              T* y, T* hn, T* cn, T* ws)
     void activation_forward[T](int isa, int which, const T* x, int64_t n, T* y)
+
+cdef extern from "gatedkernels/threads.h" namespace "gatedkernels" nogil:
+    int c_get_num_threads "gatedkernels::get_num_threads"()
+    void c_set_num_threads "gatedkernels::set_num_threads"(int n)

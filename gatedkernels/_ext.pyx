@@ -19,7 +19,7 @@ from gatedkernels._ext cimport (
     CellSpec, LayerDims, SeqShape, RawWeights, gate_count, block_width, packed_layer_size,
     pack_layer, step_workspace_size, step_forward, raw_step_workspace_size, raw_step_forward,
     sequence_workspace_size, sequence_forward, activation_forward, isa_count, isa_name,
-    isa_supported, isa_best,
+    isa_supported, isa_best, c_get_num_threads, c_set_num_threads,
 )
 
 cnp.import_array()
@@ -34,6 +34,18 @@ cdef enum:
 LSTM = 0
 GRU = 1
 RNN = 2
+
+
+def get_num_threads():
+    """Threads the kernels may use (the calling thread included)."""
+    return c_get_num_threads()
+
+
+def set_num_threads(int n):
+    """Let the kernels use up to n threads (n >= 1). Results do not depend on n, to the bit."""
+    if n < 1:
+        raise ValueError(f"n: expected an integer >= 1, got {n}")
+    c_set_num_threads(n)
 
 
 def isa_names():

@@ -286,6 +286,9 @@ class RNNCell(_CellModule):
 
     @classmethod
     def from_torch(cls, module, **kw):
+        if type(module).__name__ != cls.__name__:
+            raise TypeError(f"from_torch: expected a torch.nn.{cls.__name__}, got "
+                            f"{type(module).__name__}")
         return cls._from_torch(module, nonlinearity=module.nonlinearity, **kw)
 
 
@@ -335,18 +338,24 @@ class _SequenceModule(_Module):
     def _forward(self, x, hx, lengths):
         if self.backend == "cpu":
             return _api.run_sequence(self._kernel, x, hx, lengths, self.batch_first, self.dtype)
-        # The reference backend: same validation (through a shape-only check) and same outputs.
-        x = float_array(x, "x", self.dtype)
+        # The reference backend: the same validation, then the NumPy oracle.
+        D = 2 if self.bidirectional else 1
+        call = _api.SequenceCall(self._kind, self.input_size, self.hidden_size,
+                                 self.proj_size or self.hidden_size, self.num_layers, D, x, hx,
+                                 lengths, self.batch_first, self.dtype)
         kw = dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
-                  batch_first=self.batch_first, lengths=lengths)
+                  batch_first=call.batch_first, lengths=call.lengths)
         if self._kind == LSTM_KIND:
-            y, (hn, cn) = reference.lstm(x, hx, self._params, **kw)
-            return y, hn, cn
-        if self._kind == GRU_KIND:
-            y, hn = reference.gru(x, hx, self._params, linear_before_reset=self._lbr, **kw)
+            y, (hn, cn) = reference.lstm(call.X, call.hx(), self._params, **kw)
+        elif self._kind == GRU_KIND:
+            y, hn = reference.gru(call.X, call.hx(), self._params,
+                                  linear_before_reset=self._lbr, **kw)
+            cn = None
         else:
-            y, hn = reference.rnn(x, hx, self._params, nonlinearity=self.nonlinearity, **kw)
-        return y, hn, None
+            y, hn = reference.rnn(call.X, call.hx(), self._params,
+                                  nonlinearity=self.nonlinearity, **kw)
+            cn = None
+        return call.finish(y, hn, cn)
 
     def __repr__(self):
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""

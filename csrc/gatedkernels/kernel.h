@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "gatedkernels/gatedkernels.h"
+#include "gatedkernels/threads.h"
 #include "gatedkernels/activations.h"
 #include "gatedkernels/cells.h"
 
@@ -56,6 +57,19 @@ constexpr int64_t panel_size(int64_t H, int G, int64_t K) {
 }
 
 inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte offsets
+
+// This thread's share of a parallel kernel call: thread `tid` of `n` owns a contiguous range of
+// hidden blocks in every pass, and all threads meet at `bar` where one pass needs another's
+// output. Every element is computed by the same code whichever thread owns it, so the results do
+// not depend on the thread count, to the bit.
+struct Par {
+  int tid, n;
+  Barrier* bar;
+  void range(int64_t total, int64_t* b0, int64_t* b1) const { split_range(total, tid, n, b0, b1); }
+  void sync() const {
+    if (n > 1) barrier_wait(bar);
+  }
+};
 
 template <typename T>
 inline T at_or_zero(const T* p, int64_t i) {
@@ -222,9 +236,11 @@ inline void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int6
 // sequence in one GEMM (rows in the caller's order).
 template <typename T, int G>
 void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel,
-                    const T* bias, int64_t nb, T* out) {
+                    const T* bias, int64_t nb, T* out, const Par& par) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
-  for (int64_t b = 0; b < nb; ++b) {
+  int64_t b_begin, b_end;
+  par.range(nb, &b_begin, &b_end);
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* block = panel + b * K * W;
     const T* bb = bias + b * W;
     for (int64_t r0 = 0; r0 < R; r0 += BT) {
@@ -243,9 +259,11 @@ void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* pane
 // projection h = W_hr m.
 template <typename T>
 void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel, int64_t Hout,
-                   T* out) {
+                   T* out, const Par& par) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
-  for (int64_t b = 0; b < nblocks<T>(Hout); ++b) {
+  int64_t b_begin, b_end;
+  par.range(nblocks<T>(Hout), &b_begin, &b_end);
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const int64_t j0 = b * VB, lanes = Hout - j0 < VB ? Hout - j0 : VB;
     for (int64_t r0 = 0; r0 < R; r0 += BT) {
       const int64_t rows = R - r0 < BT ? R - r0 : BT;
@@ -274,6 +292,16 @@ inline void store_lanes(const T* src, int64_t lanes, T* dst) {
 //   h [N, P], c [N, H] in; h1 [N, P], c1 [N, H] out; scratch sized by Cell::scratch().
 // ---------------------------------------------------------------------------------------------
 
+// Columns [c0, c1) of a [*, H] state whose blocks this thread computes.
+template <typename T>
+inline void owned_columns(int64_t H, const Par& par, int64_t* c0, int64_t* c1) {
+  constexpr int VB = Tile<T>::VB;
+  int64_t b0, b1;
+  par.range(nblocks<T>(H), &b0, &b1);
+  *c0 = b0 * VB;
+  *c1 = b1 * VB < H ? b1 * VB : H;
+}
+
 template <typename T>
 struct Lstm {
   static constexpr int G = 4;
@@ -281,11 +309,14 @@ struct Lstm {
   static int64_t scratch(const LayerDims& d, int64_t N) { return d.P != d.H ? N * d.H : 0; }
 
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch) {
+                   int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch,
+                   const Par& par) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
-    for (int64_t b = 0; b < nb; ++b) {
+    int64_t b_begin, b_end;
+    par.range(nb, &b_begin, &b_end);
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = 0; n0 < N; n0 += BT) {
         const int64_t rows = N - n0 < BT ? N - n0 : BT;
@@ -305,7 +336,23 @@ struct Lstm {
         }
       }
     }
-    if (w.w_hr) project_dense(scratch, H, N, H, w.w_hr, P, h1);
+    if (w.w_hr) {
+      par.sync();  // the projection reads all of o*tanh(c')
+      project_dense(scratch, H, N, H, w.w_hr, P, h1, par);
+    }
+  }
+
+  // Columns of h1 / c1 this thread writes (what it must also mask and copy out).
+  static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
+                    int64_t* c1) {
+    constexpr int VB = Tile<T>::VB;
+    int64_t b0, b1;
+    par.range(nblocks<T>(d.P), &b0, &b1);
+    *h0 = b0 * VB;
+    *h1 = b1 * VB < d.P ? b1 * VB : d.P;
+    par.range(nblocks<T>(d.H), &b0, &b1);
+    *c0 = b0 * VB;
+    *c1 = b1 * VB < d.H ? b1 * VB : d.H;
   }
 };
 
@@ -318,18 +365,28 @@ struct Gru {
   }
 
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T* scratch) {
+                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T* scratch,
+                   const Par& par) {
     if (kLinearBeforeReset)
-      step_reset_after(d, N, w, xp, xp_stride, h, h1);
+      step_reset_after(d, N, w, xp, xp_stride, h, h1, par);
     else
-      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch);
+      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch, par);
+  }
+
+  static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
+                    int64_t* c1) {
+    owned_columns<T>(d.H, par, h0, h1);
+    *c0 = *c1 = 0;
   }
 
   static void step_reset_after(const LayerDims& d, int64_t N, const PackedView<T>& w,
-                               const T* xp, int64_t xp_stride, const T* h, T* h1) {
+                               const T* xp, int64_t xp_stride, const T* h, T* h1,
+                               const Par& par) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, nb = nblocks<T>(H);
-    for (int64_t b = 0; b < nb; ++b) {
+    int64_t b_begin, b_end;
+    par.range(nb, &b_begin, &b_end);
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
       for (int64_t n0 = 0; n0 < N; n0 += BT) {
@@ -352,12 +409,15 @@ struct Gru {
   }
 
   static void step_reset_before(const LayerDims& d, int64_t N, const PackedView<T>& w,
-                                const T* xp, int64_t xp_stride, const T* h, T* h1, T* scratch) {
+                                const T* xp, int64_t xp_stride, const T* h, T* h1, T* scratch,
+                                const Par& par) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(2), BT1 = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
     T* rh = scratch;         // r * h, [N, H]
     T* zs = scratch + N * H; // z, [N, H]
-    for (int64_t b = 0; b < nb; ++b) {
+    int64_t b_begin, b_end;
+    par.range(nb, &b_begin, &b_end);
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = 0; n0 < N; n0 += BT) {
         const int64_t rows = N - n0 < BT ? N - n0 : BT;
@@ -375,7 +435,8 @@ struct Gru {
         }
       }
     }
-    for (int64_t b = 0; b < nb; ++b) {
+    par.sync();  // W_hn reads all of r*h
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = 0; n0 < N; n0 += BT1) {
         const int64_t rows = N - n0 < BT1 ? N - n0 : BT1;
@@ -401,11 +462,19 @@ struct Rnn {
   static constexpr bool kHasC = false;
   static int64_t scratch(const LayerDims&, int64_t) { return 0; }
 
+  static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
+                    int64_t* c1) {
+    owned_columns<T>(d.H, par, h0, h1);
+    *c0 = *c1 = 0;
+  }
+
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*) {
+                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*, const Par& par) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
-    for (int64_t b = 0; b < nb; ++b) {
+    int64_t b_begin, b_end;
+    par.range(nb, &b_begin, &b_end);
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = 0; n0 < N; n0 += BT) {
         const int64_t rows = N - n0 < BT ? N - n0 : BT;
@@ -427,20 +496,57 @@ struct Rnn {
 // Drivers: one step (a module's cell call) and a whole sequence.
 // ---------------------------------------------------------------------------------------------
 
+// Threads for a call whose time steps each do `flops` of recurrent work: one below the
+// threshold (waking the pool and meeting at a barrier every step costs more than it saves),
+// never more than there are hidden blocks to share.
+inline int threads_for(double flops_per_step, int64_t blocks) {
+  constexpr double kMinFlopsPerThread = 2.5e5;
+  int n = get_num_threads();
+  const double by_work = flops_per_step / kMinFlopsPerThread;
+  if (by_work < n) n = by_work < 1 ? 1 : static_cast<int>(by_work);
+  if (blocks < n) n = static_cast<int>(blocks < 1 ? 1 : blocks);
+  return n;
+}
+
 template <class Cell, typename T>
 int64_t step_ws(const LayerDims& d, int64_t N) {
   return round_up(N * nblocks<T>(d.H) * Cell::G * Tile<T>::VB) + round_up(Cell::scratch(d, N));
 }
 
 template <class Cell, typename T>
+struct StepArgs {
+  const LayerDims* d;
+  int64_t N;
+  const PackedView<T>* w;
+  const T *x, *h, *c;
+  T *h1, *c1, *ws;
+  Barrier bar;
+};
+
+template <class Cell, typename T>
+void step_thread(void* ctx, int tid, int n) {
+  StepArgs<Cell, T>& a = *static_cast<StepArgs<Cell, T>*>(ctx);
+  const Par par{tid, n, &a.bar};
+  const LayerDims& d = *a.d;
+  const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
+  T* xp = a.ws;
+  T* scratch = a.ws + round_up(a.N * row);
+  // Each thread projects the blocks it then uses: no barrier between the two.
+  project_packed<T, Cell::G>(a.x, d.I, a.N, d.I, a.w->w_ih, a.w->bias, nb, xp, par);
+  Cell::step(d, a.N, *a.w, xp, row, a.h, a.c, a.h1, a.c1, scratch, par);
+}
+
+template <class Cell, typename T>
 void step_impl(const CellSpec& spec, const LayerDims& d, int64_t N, const T* packed, const T* x,
                const T* h, const T* c, T* h1, T* c1, T* ws) {
   const PackedView<T> w = view_layer<T>(spec, d, packed);
-  const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
-  T* xp = ws;
-  T* scratch = ws + round_up(N * row);
-  project_packed<T, Cell::G>(x, d.I, N, d.I, w.w_ih, w.bias, nb, xp);
-  Cell::step(d, N, w, xp, row, h, c, h1, c1, scratch);
+  StepArgs<Cell, T> a{&d, N, &w, x, h, c, h1, c1, ws, {}};
+  const int n = threads_for(2.0 * N * Cell::G * d.H * (d.I + d.P), nblocks<T>(d.H));
+  barrier_init(&a.bar, n);
+  if (n == 1)
+    step_thread<Cell, T>(&a, 0, 1);
+  else
+    parallel_run(n, step_thread<Cell, T>, &a);
 }
 
 template <typename T>
@@ -463,13 +569,30 @@ int64_t sequence_ws(const SeqShape& s) {
   return n;
 }
 
+template <typename T>
+struct SeqArgs {
+  const CellSpec* spec;
+  const SeqShape* s;
+  const T* const* packed;
+  const T* x;
+  const int64_t* lengths;
+  const T *h0, *c0;
+  T *y, *hn, *cn, *ws;
+  Barrier bar;
+};
+
+// The whole sequence as seen by one thread: it owns a range of hidden blocks (and so of state
+// columns) in every layer and direction, and meets the others once per time step (twice for the
+// two-pass cells) and once per layer-direction.
 template <class Cell, typename T>
-void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
-                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
+void sequence_thread(void* ctx, int tid, int nthreads) {
+  const SeqArgs<T>& a = *static_cast<const SeqArgs<T>*>(ctx);
+  const Par par{tid, nthreads, const_cast<Barrier*>(&a.bar)};
+  const SeqShape& s = *a.s;
   const int64_t T_ = s.T, N = s.N, H = s.H, P = s.P, DP = s.D * s.P, R = T_ * N;
   const int64_t nb = nblocks<T>(H), row = nb * Cell::G * Tile<T>::VB;
-  T* xp = ws;
-  T* p = ws + round_up(R * row);
+  T* xp = a.ws;
+  T* p = a.ws + round_up(R * row);
   T* buf[2] = {nullptr, nullptr};
   if (s.L > 1) {
     buf[0] = p;
@@ -486,45 +609,68 @@ void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* pack
   const int64_t t_stride = s.batch_first ? 1 : N, n_stride = s.batch_first ? T_ : 1;
 
   for (int64_t l = 0; l < s.L; ++l) {
-    const T* in = l == 0 ? x : buf[(l - 1) % 2];
+    const T* in = l == 0 ? a.x : buf[(l - 1) % 2];
     const int64_t in_w = l == 0 ? s.I : DP;
-    T* out = l == s.L - 1 ? y : buf[l % 2];
+    T* out = l == s.L - 1 ? a.y : buf[l % 2];
     const LayerDims d{in_w, H, P};
+    int64_t hc0, hc1, cc0, cc1;  // state columns this thread writes
+    Cell::owned(d, par, &hc0, &hc1, &cc0, &cc1);
     for (int64_t dir = 0; dir < s.D; ++dir) {
       const int64_t ld = l * s.D + dir;
-      const PackedView<T> w = view_layer<T>(spec, d, packed[ld]);
-      project_packed<T, Cell::G>(in, in_w, R, in_w, w.w_ih, w.bias, nb, xp);
+      const PackedView<T> w = view_layer<T>(*a.spec, d, a.packed[ld]);
+      project_packed<T, Cell::G>(in, in_w, R, in_w, w.w_ih, w.bias, nb, xp, par);
       T* h = hs[0];
       T* h_next = hs[1];
       T* c = cs[0];
       T* c_next = cs[1];
-      if (h0) copy_n(h0 + ld * N * P, N * P, h); else fill_n(T(0), N * P, h);
-      if (Cell::kHasC) {
-        if (c0) copy_n(c0 + ld * N * H, N * H, c); else fill_n(T(0), N * H, c);
+      for (int64_t n = 0; n < N; ++n) {
+        if (a.h0) copy_n(a.h0 + (ld * N + n) * P + hc0, hc1 - hc0, h + n * P + hc0);
+        else fill_n(T(0), hc1 - hc0, h + n * P + hc0);
+        if (Cell::kHasC) {
+          if (a.c0) copy_n(a.c0 + (ld * N + n) * H + cc0, cc1 - cc0, c + n * H + cc0);
+          else fill_n(T(0), cc1 - cc0, c + n * H + cc0);
+        }
       }
+      par.sync();  // every thread's step reads all of h
       for (int64_t step = 0; step < T_; ++step) {
         const int64_t t = dir == 0 ? step : T_ - 1 - step;
         Cell::step(d, N, w, xp + t * t_stride * row, n_stride * row, h, c, h_next, c_next,
-                   scratch);
+                   scratch, par);
         for (int64_t n = 0; n < N; ++n) {
           T* yrow = out + (t * t_stride + n * n_stride) * DP + dir * P;
-          if (!lengths || t < lengths[n]) {
-            copy_n(h_next + n * P, P, yrow);
+          if (!a.lengths || t < a.lengths[n]) {
+            copy_n(h_next + n * P + hc0, hc1 - hc0, yrow + hc0);
           } else {
             // Past this row's length: the state holds (the reverse direction thus starts at
             // its last valid step) and the output is zero (SPEC §3).
-            copy_n(h + n * P, P, h_next + n * P);
-            if (Cell::kHasC) copy_n(c + n * H, H, c_next + n * H);
-            fill_n(T(0), P, yrow);
+            copy_n(h + n * P + hc0, hc1 - hc0, h_next + n * P + hc0);
+            if (Cell::kHasC) copy_n(c + n * H + cc0, cc1 - cc0, c_next + n * H + cc0);
+            fill_n(T(0), hc1 - hc0, yrow + hc0);
           }
         }
+        par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;
         tmp = c; c = c_next; c_next = tmp;
       }
-      copy_n(h, N * P, hn + ld * N * P);
-      if (Cell::kHasC) copy_n(c, N * H, cn + ld * N * H);
+      for (int64_t n = 0; n < N; ++n) {
+        copy_n(h + n * P + hc0, hc1 - hc0, a.hn + (ld * N + n) * P + hc0);
+        if (Cell::kHasC) copy_n(c + n * H + cc0, cc1 - cc0, a.cn + (ld * N + n) * H + cc0);
+      }
+      par.sync();  // the next direction / layer reuses xp and the state buffers, reads `out`
     }
   }
+}
+
+template <class Cell, typename T>
+void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
+                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
+  SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, {}};
+  const int n = threads_for(2.0 * s.N * Cell::G * s.H * (s.H + s.P), nblocks<T>(s.P < s.H ? s.P : s.H));
+  barrier_init(&a.bar, n);
+  if (n == 1)
+    sequence_thread<Cell, T>(&a, 0, 1);
+  else
+    parallel_run(n, sequence_thread<Cell, T>, &a);
 }
 
 }  // namespace GK_ISA

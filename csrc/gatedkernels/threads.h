@@ -1,0 +1,40 @@
+// A persistent pool of worker threads (std::thread; no OpenMP runtime to ship or to clash with)
+// and the barrier the kernels meet at between time steps.
+//
+// Compiled once, for the baseline target (threads.cc). The kernels of every ISA call it through
+// plain functions and a function pointer + context, never through a standard-library template,
+// so nothing instantiated here can be merged with an ISA-specific copy.
+#pragma once
+
+#include <cstdint>
+
+namespace gatedkernels {
+
+// Threads the kernels may use (the calling thread included). Default: the CPUs this process may
+// run on (sched_getaffinity), or GATEDKERNELS_NUM_THREADS when set.
+int get_num_threads();
+void set_num_threads(int n);  // n >= 1; clamped to 256
+
+// A reusable barrier for `n` threads: spins briefly (the common case: all threads arrive within
+// a fraction of a microsecond), then yields, so a descheduled vCPU cannot livelock the others.
+struct Barrier {
+  alignas(64) volatile int count;
+  alignas(64) volatile int generation;
+  int n;
+};
+void barrier_init(Barrier* b, int n);
+void barrier_wait(Barrier* b);
+
+// Runs task(ctx, tid, n) for tid = 0 .. n-1 concurrently and returns when all have finished;
+// tid 0 runs on the calling thread. n is clamped to [1, get_num_threads()].
+typedef void (*TaskFn)(void* ctx, int tid, int n);
+void parallel_run(int n, TaskFn task, void* ctx);
+
+// The part of [0, total) that thread `tid` of `n` owns (contiguous, as even as possible).
+inline void split_range(int64_t total, int tid, int n, int64_t* begin, int64_t* end) {
+  const int64_t q = total / n, r = total % n;
+  *begin = tid * q + (tid < r ? tid : r);
+  *end = *begin + q + (tid < r ? 1 : 0);
+}
+
+}  // namespace gatedkernels

@@ -1,0 +1,150 @@
+// The worker pool and barrier of threads.h.
+#include "gatedkernels/threads.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace gatedkernels {
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+int default_threads() {
+  if (const char* env = std::getenv("GATEDKERNELS_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n >= 1) return n > 256 ? 256 : n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n >= 1) return n > 256 ? 256 : n;
+  }
+#endif
+  unsigned n = std::thread::hardware_concurrency();
+  return n >= 1 ? (n > 256 ? 256 : static_cast<int>(n)) : 1;
+}
+
+// Workers sleep on a condition variable between parallel regions, so an idle pool costs
+// nothing; a region wakes them once (tens of microseconds), which is why the kernels only use
+// threads for calls with enough work (see kernel.h, threads_for).
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* pool = new Pool();  // never destroyed: workers may outlive static destructors
+    return *pool;
+  }
+
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
+  void set_threads(int n) { threads_.store(n < 1 ? 1 : n > 256 ? 256 : n); }
+
+  void run(int n, TaskFn task, void* ctx) {
+    if (n > threads()) n = threads();
+    if (n <= 1) {
+      task(ctx, 0, 1);
+      return;
+    }
+    std::lock_guard<std::mutex> call_lock(call_mutex_);  // one parallel region at a time
+    ensure_workers(n - 1);
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      task_ = task;
+      ctx_ = ctx;
+      active_ = n;
+      pending_.store(n - 1);
+      ++epoch_;
+    }
+    cv_.notify_all();
+    task(ctx, 0, n);
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
+
+ private:
+  Pool() : threads_(default_threads()) {}
+
+  void ensure_workers(int count) {
+    while (static_cast<int>(workers_.size()) < count) {
+      const int tid = static_cast<int>(workers_.size()) + 1;
+      workers_.emplace_back([this, tid] { loop(tid); });
+      workers_.back().detach();
+    }
+  }
+
+  void loop(int tid) {
+    uint64_t seen = 0;
+    for (;;) {
+      TaskFn task;
+      void* ctx;
+      int n;
+      {
+        std::unique_lock<std::mutex> lk(mutex_);
+        cv_.wait(lk, [&] { return epoch_ != seen; });
+        seen = epoch_;
+        task = task_;
+        ctx = ctx_;
+        n = active_;
+      }
+      if (tid < n) {
+        task(ctx, tid, n);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::atomic<int> threads_;
+  std::mutex call_mutex_, mutex_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  TaskFn task_ = nullptr;
+  void* ctx_ = nullptr;
+  int active_ = 0;
+  uint64_t epoch_ = 0;
+  std::atomic<int> pending_{0};
+};
+
+}  // namespace
+
+int get_num_threads() { return Pool::get().threads(); }
+
+void set_num_threads(int n) { Pool::get().set_threads(n); }
+
+void parallel_run(int n, TaskFn task, void* ctx) { Pool::get().run(n, task, ctx); }
+
+void barrier_init(Barrier* b, int n) {
+  b->count = 0;
+  b->generation = 0;
+  b->n = n;
+}
+
+void barrier_wait(Barrier* b) {
+  if (b->n <= 1) return;
+  const int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+  if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+    __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->generation, gen + 1, __ATOMIC_RELEASE);
+    return;
+  }
+  for (int spin = 0; __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen; ++spin) {
+    if (spin < 4000)
+      cpu_relax();
+    else
+      std::this_thread::yield();
+  }
+}
+
+}  // namespace gatedkernels

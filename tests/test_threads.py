@@ -1,0 +1,102 @@
+"""The thread pool: results are bitwise identical for any thread count (SPEC §6), on shapes
+large enough that the kernels really split the work, for every cell, with lengths, several
+layers, both directions and the LSTM projection; and they agree with the reference."""
+import numpy as np
+import pytest
+
+import _helpers
+import gatedkernels as gk
+from conftest import assert_close32
+from gatedkernels import reference
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+VARIANTS = [("lstm", {}), ("lstm_proj", {}), ("gru", {"linear_before_reset": True}),
+            ("gru", {"linear_before_reset": False}), ("rnn_tanh", {})]
+IDS = ["lstm", "lstm_proj", "gru_lbr", "gru_cho", "rnn_tanh"]
+
+
+@pytest.fixture
+def restore_threads():
+    n = gk.get_num_threads()
+    yield
+    gk.set_num_threads(n)
+
+
+def _run_all_thread_counts(fn, counts=(1, 2, 3, 5)):
+    results = []
+    for n in counts:
+        gk.set_num_threads(n)
+        results.append([np.array(a, copy=True) for a in _helpers.flatten(fn())])
+    return results
+
+
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_sequence_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
+    T, N, I, H = 7, 12, 40, 96  # ~1e6 flops per step: several threads' worth
+    proj = 33 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True,
+                                      proj_size=proj, dtype=np.float32)
+    x = rng.standard_normal((N, T, I)).astype(np.float32)
+    lengths = _helpers.random_lengths(rng, N, T)
+    opts = dict(num_layers=2, bidirectional=True, batch_first=True, lengths=lengths, **variant)
+    results = _run_all_thread_counts(
+        lambda: _helpers.call_sequence(gk, kind, x, None, weights, **opts))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+    oracle = _helpers.call_sequence(reference, kind, x.astype(np.float64), None,
+                                    {k: v.astype(np.float64) for k, v in weights.items()}, **opts)
+    ref32 = _helpers.call_sequence(reference, kind, x, None, weights, **opts)
+    assert_close32(results[-1], oracle, ref32, "threaded sequence")
+
+
+@pytest.mark.parametrize("kind,variant", VARIANTS[:1] + VARIANTS[2:], ids=IDS[:1] + IDS[2:])
+def test_cell_step_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
+    N, I, H = 48, 64, 160
+    params = _helpers.random_cell_params(kind, I, H, rng=rng, dtype=np.float32)
+    cls = {"lstm": gk.LSTMCell, "gru": gk.GRUCell, "rnn_tanh": gk.RNNCell}[kind]
+    m = cls(I, H, **variant)
+    m.load_state_dict({"weight_ih": params["w_ih"], "weight_hh": params["w_hh"],
+                       "bias_ih": params["b_ih"], "bias_hh": params["b_hh"]})
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    hx = _helpers.random_hx(kind, None, N, H, rng=rng)
+    hx = tuple(a.astype(np.float32) for a in hx) if isinstance(hx, tuple) else hx.astype(np.float32)
+    results = _run_all_thread_counts(lambda: m(x, hx))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_set_num_threads_validation(restore_threads):
+    gk.set_num_threads(3)
+    assert gk.get_num_threads() == 3
+    with pytest.raises(ValueError, match="n"):
+        gk.set_num_threads(0)
+    with pytest.raises(TypeError):
+        gk.set_num_threads(1.5)
+
+
+def test_concurrent_calls_from_python_threads(rng, restore_threads):
+    """Sequence calls release the GIL; calls from several Python threads at once (each using
+    the pool or not) all give the single-threaded result."""
+    import threading
+
+    gk.set_num_threads(2)
+    m = gk.GRU(32, 64, num_layers=2, seed=0)
+    xs = [rng.standard_normal((20, 8, 32)).astype(np.float32) for _ in range(6)]
+    want = [m(x)[0] for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(3):
+            got[i] = m(xs[i])[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(want, got):
+        assert np.array_equal(a, b)
