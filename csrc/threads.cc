@@ -140,7 +140,7 @@ void barrier_wait(Barrier* b) {
     return;
   }
   for (int spin = 0; __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen; ++spin) {
-    if (spin < 4000)
+    if (spin < 200)  // ~10 us of pause on this class of CPU, then hand the core back
       cpu_relax();
     else
       std::this_thread::yield();
