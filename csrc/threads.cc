@@ -11,6 +11,9 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace gatedkernels {
 
@@ -46,8 +49,15 @@ int default_threads() {
 class Pool {
  public:
   static Pool& get() {
-    static Pool* pool = new Pool();  // never destroyed: workers may outlive static destructors
-    return *pool;
+    static bool registered = register_fork_handler();
+    (void)registered;
+    Pool* p = current().load(std::memory_order_acquire);
+    if (!p) {
+      Pool* fresh = new Pool();  // never destroyed: workers may outlive static destructors
+      if (!current().compare_exchange_strong(p, fresh)) delete fresh;
+      else p = fresh;
+    }
+    return *p;
   }
 
   int threads() const { return threads_.load(std::memory_order_relaxed); }
@@ -76,6 +86,26 @@ class Pool {
 
  private:
   Pool() : threads_(default_threads()) {}
+  explicit Pool(int threads) : threads_(threads) {}
+
+  static std::atomic<Pool*>& current() {
+    static std::atomic<Pool*> pool{nullptr};
+    return pool;
+  }
+
+  // After fork() the child has none of the parent's worker threads (and maybe a mutex locked by
+  // one of them): it gets a new, empty pool with the same thread count; the old one is leaked.
+  static void after_fork_in_child() {
+    Pool* old = current().load();
+    current().store(new Pool(old ? old->threads() : default_threads()));
+  }
+
+  static bool register_fork_handler() {
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+#endif
+    return true;
+  }
 
   void ensure_workers(int count) {
     while (static_cast<int>(workers_.size()) < count) {

@@ -102,6 +102,14 @@ def gate_rows(kind):
 
 # --------------------------------------------------------------------------- functional cells
 
+# Functional cells get new weight arrays on every call and cannot keep them packed. Below this
+# many batch rows they read the raw PyTorch-layout weights directly (a dot product per weight row;
+# nothing is packed). From here on, packing once per call (one pass over the weights) and running
+# the register-tiled packed kernel costs less than the raw kernel's extra work per row. Measured
+# on the 2-core Cascade Lake CI machine: the crossover is N = 4 at I = H = 64, N = 16 at
+# I = 256, H = 512 (bench/compare.py, gk_fn column).
+PACK_PER_CALL_ROWS = 16
+
 
 def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
     """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM)."""
@@ -153,8 +161,13 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
             expect_shape(c, "c", lead + ("H",), lead_v + (H,))
             c = c.reshape(N, H)
         c1 = np.empty((N, H), dt)
-    _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
-                  _config.get_isa())
+    if N < PACK_PER_CALL_ROWS:
+        _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
+                      _config.get_isa())
+    else:
+        kernel = _ext.Kernel(kind, lbr, relu, dt, I, H, P, 1, 1,
+                             [(w_ih, w_hh, b_ih, b_hh, w_hr)], _config.get_isa())
+        kernel.step(X, h, c, h1, c1)
     if unbatched:
         h1 = h1[0]
         c1 = None if c1 is None else c1[0]

@@ -89,6 +89,17 @@ class _Module:
         else:
             object.__setattr__(self, name, value)
 
+    def __getstate__(self):
+        # The packed kernel is not pickled: it is rebuilt from the parameters on load, for the
+        # kernel build of the loading process (its CPU may differ).
+        state = dict(self.__dict__)
+        state.pop("_kernel", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pack()
+
     def state_dict(self):
         """{PyTorch name: read-only ndarray} (the module's own arrays, not copies)."""
         return dict(self._params)

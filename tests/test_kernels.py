@@ -31,7 +31,9 @@ CELL_VARIANTS = [
 VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
 DTYPES = [np.float64, np.float32]
 # (N, I, H)
-CELL_SHAPES = [(1, 1, 1), (1, 5, 7), (3, 4, 33), (2, 9, 8), (5, 3, 17), (4, 16, 64), (7, 12, 5)]
+# N >= 16 takes the functional cells' pack-once-per-call path (_api.PACK_PER_CALL_ROWS).
+CELL_SHAPES = [(1, 1, 1), (1, 5, 7), (3, 4, 33), (2, 9, 8), (5, 3, 17), (4, 16, 64), (7, 12, 5),
+               (16, 3, 5), (17, 6, 19)]
 
 
 def _cast(tree, dtype):
@@ -89,7 +91,7 @@ def test_functional_cell(kind, variant, shape, dtype, bias, with_hx, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("shape", [(1, 1, 2), (3, 5, 7), (2, 4, 33), (5, 16, 17)],
+@pytest.mark.parametrize("shape", [(1, 1, 2), (3, 5, 7), (2, 4, 33), (5, 16, 17), (16, 4, 9)],
                          ids=lambda s: "N{}I{}H{}".format(*s))
 @pytest.mark.parametrize("proj", [1, 3])
 def test_functional_lstm_cell_projection(shape, proj, dtype, rng):

@@ -100,3 +100,24 @@ def test_concurrent_calls_from_python_threads(rng, restore_threads):
         t.join()
     for a, b in zip(want, got):
         assert np.array_equal(a, b)
+
+
+def test_pool_works_in_a_forked_child(rng, restore_threads):
+    """After fork() the child has none of the parent's worker threads: its first threaded call
+    must neither hang nor differ (multiprocessing's default start method on Linux)."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork() on this platform")
+    gk.set_num_threads(2)
+    m = gk.LSTM(64, 128, seed=0)
+    x = rng.standard_normal((10, 16, 64)).astype(np.float32)
+    want = m(x)[0]  # starts the parent's workers
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_call_module, (m, x)).get(timeout=60)
+    assert np.array_equal(want, got)
+
+
+def _call_module(m, x):
+    return m(x)[0]

@@ -76,17 +76,26 @@ inline T at_or_zero(const T* p, int64_t i) {
   return p ? p[i] : T(0);
 }
 
-// Packs rows [row0 + g*H + j] of W [*, K] for gates g < G, units j < H, into a panel.
+// Packs rows [row0 + g*H + j] of W [*, K] for gates g < G, units j < H, into a panel. Each weight
+// row is read contiguously (a transpose: reading along k with stride K would touch a new cache
+// line per element); units past H are zero.
 template <typename T>
 void pack_panel(const T* W, int64_t row0, int64_t H, int G, int64_t K, T* out) {
   constexpr int VB = Tile<T>::VB;
-  for (int64_t b = 0; b < nblocks<T>(H); ++b)
-    for (int64_t k = 0; k < K; ++k)
-      for (int g = 0; g < G; ++g)
-        for (int l = 0; l < VB; ++l) {
-          const int64_t j = b * VB + l;
-          *out++ = j < H ? W[(row0 + g * H + j) * K + k] : T(0);
+  for (int64_t b = 0; b < nblocks<T>(H); ++b) {
+    T* block = out + b * K * G * VB;
+    for (int g = 0; g < G; ++g)
+      for (int l = 0; l < VB; ++l) {
+        const int64_t j = b * VB + l;
+        T* dst = block + g * VB + l;
+        if (j < H) {
+          const T* src = W + (row0 + g * H + j) * K;
+          for (int64_t k = 0; k < K; ++k) dst[k * G * VB] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[k * G * VB] = T(0);
         }
+      }
+  }
 }
 
 // Where each part of a packed layer lives in its buffer (offsets in elements).
@@ -190,26 +199,45 @@ inline Vec<T> vload(const T* p) {
 }
 
 // acc[r][*] = A[row r, :K] . panel block (G*VB columns) for R rows of A, accumulated in
-// registers: per k, G weight vectors are loaded once and reused by all R rows.
+// registers: per k, G weight vectors are loaded once and reused by all R rows. With few rows
+// (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency, so k is dealt
+// round-robin to S sets of accumulators, summed at the end in a fixed order (deterministic).
 template <typename T, int G, int R>
 inline void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T* acc_out,
                            int64_t acc_stride) {
   constexpr int VB = Tile<T>::VB;
-  Vec<T> acc[R][G];
+  constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
+  constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
+  Vec<T> acc[S][R][G];
   const T* a[R];
   for (int r = 0; r < R; ++r) a[r] = A + r * lda;
-  for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g) acc[r][g] = Vec<T>{} ;
-  for (int64_t k = 0; k < K; ++k) {
+  for (int s = 0; s < S; ++s)
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[s][r][g] = Vec<T>{};
+  int64_t k = 0;
+  for (; k + S <= K; k += S)
+    for (int s = 0; s < S; ++s) {
+      Vec<T> w[G];
+      for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * G + g) * VB);
+      for (int r = 0; r < R; ++r) {
+        const Vec<T> b = Vec<T>{} + a[r][k + s];
+        for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
+      }
+    }
+  for (int s = 0; k < K; ++k, ++s) {
     Vec<T> w[G];
     for (int g = 0; g < G; ++g) w[g] = vload(block + (k * G + g) * VB);
     for (int r = 0; r < R; ++r) {
       const Vec<T> b = Vec<T>{} + a[r][k];
-      for (int g = 0; g < G; ++g) acc[r][g] += b * w[g];
+      for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
     }
   }
+  for (int s = 1; s < S; ++s)
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[0][r][g] += acc[s][r][g];
   for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g) std::memcpy(acc_out + r * acc_stride + g * VB, &acc[r][g], sizeof(Vec<T>));
+    for (int g = 0; g < G; ++g)
+      std::memcpy(acc_out + r * acc_stride + g * VB, &acc[0][r][g], sizeof(Vec<T>));
 }
 
 // The same for any rows <= BT(G): a full tile or the matching smaller one (never computing
@@ -496,13 +524,15 @@ struct Rnn {
 // Drivers: one step (a module's cell call) and a whole sequence.
 // ---------------------------------------------------------------------------------------------
 
-// Threads for a call whose time steps each do `flops` of recurrent work: one below the
-// threshold (waking the pool and meeting at a barrier every step costs more than it saves),
-// never more than there are hidden blocks to share.
-inline int threads_for(double flops_per_step, int64_t blocks) {
-  constexpr double kMinFlopsPerThread = 2.5e5;
+// Threads for a call whose time steps each do `flops_per_step` of recurrent work: one below the
+// threshold, never more than there are hidden blocks to share. A sequence wakes the pool once and
+// then meets at a barrier every step (a microsecond or two): 2.5e5 flops per thread per step pay
+// for that. A single step call pays the wake-up (tens of microseconds) for one step: it needs
+// about 4e6 flops per thread.
+inline int threads_for(double flops_per_step, int64_t blocks, bool single_step = false) {
+  const double min_flops_per_thread = single_step ? 4e6 : 2.5e5;
   int n = get_num_threads();
-  const double by_work = flops_per_step / kMinFlopsPerThread;
+  const double by_work = flops_per_step / min_flops_per_thread;
   if (by_work < n) n = by_work < 1 ? 1 : static_cast<int>(by_work);
   if (blocks < n) n = static_cast<int>(blocks < 1 ? 1 : blocks);
   return n;
@@ -541,7 +571,7 @@ void step_impl(const CellSpec& spec, const LayerDims& d, int64_t N, const T* pac
                const T* h, const T* c, T* h1, T* c1, T* ws) {
   const PackedView<T> w = view_layer<T>(spec, d, packed);
   StepArgs<Cell, T> a{&d, N, &w, x, h, c, h1, c1, ws, {}};
-  const int n = threads_for(2.0 * N * Cell::G * d.H * (d.I + d.P), nblocks<T>(d.H));
+  const int n = threads_for(2.0 * N * Cell::G * d.H * (d.I + d.P), nblocks<T>(d.H), true);
   barrier_init(&a.bar, n);
   if (n == 1)
     step_thread<Cell, T>(&a, 0, 1);

@@ -13,19 +13,26 @@
 namespace gatedkernels {
 namespace GK_ISA {
 
-// Dot product with kLanes independent partial sums: vertical vector adds the compiler can emit
-// without reassociating, so the result is the same on every call.
+// Dot product in this build's vector registers: two vector accumulators (so consecutive FMAs
+// do not wait on each other), summed lane by lane in a fixed order at the end, so the result is
+// the same on every call.
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t K) {
-  constexpr int kLanes = 32 / sizeof(T);
-  T acc[kLanes];
-  for (int l = 0; l < kLanes; ++l) acc[l] = T(0);
+  constexpr int VB = Tile<T>::VB;
+  Vec<T> acc0 = Vec<T>{}, acc1 = Vec<T>{};
   int64_t k = 0;
-  for (; k + kLanes <= K; k += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += a[k + l] * b[k + l];
+  for (; k + 2 * VB <= K; k += 2 * VB) {
+    acc0 += vload(a + k) * vload(b + k);
+    acc1 += vload(a + k + VB) * vload(b + k + VB);
+  }
+  if (k + VB <= K) {
+    acc0 += vload(a + k) * vload(b + k);
+    k += VB;
+  }
+  acc0 += acc1;
   T s = T(0);
+  for (int l = 0; l < VB; ++l) s += acc0[l];
   for (; k < K; ++k) s += a[k] * b[k];
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
   return s;
 }
 
