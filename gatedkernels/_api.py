@@ -96,6 +96,25 @@ def check_lengths(lengths, N, T):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def check_out(out, name, shape, dtype, inputs):
+    """A caller's output buffer: a writable C-contiguous array of `dtype` holding `shape`'s
+    elements (as [N, *] or unbatched), overlapping none of `inputs`. Returns it as `shape`."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected an ndarray, got {type(out).__name__}")
+    if out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name}: expected a writable C-contiguous {np.dtype(dtype)} array, got "
+                         f"{out.dtype} (contiguous={out.flags.c_contiguous}, "
+                         f"writeable={out.flags.writeable})")
+    if out.size != int(np.prod(shape)) or out.shape[-1] != shape[-1]:
+        raise ValueError(f"{name}: expected {list(shape)} elements as [N, {shape[-1]}], "
+                         f"got {out.shape}")
+    for a in inputs:
+        if a is not None and np.shares_memory(out, a):
+            raise ValueError(f"{name}: must not overlap an input (the kernel reads the old state "
+                             f"while it writes the new one)")
+    return out.reshape(shape)
+
+
 def gate_rows(kind):
     return {LSTM: "4*H", GRU: "3*H", RNN: "H"}[kind]
 
@@ -111,8 +130,9 @@ def gate_rows(kind):
 PACK_PER_CALL_ROWS = 16
 
 
-def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
-    """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM)."""
+def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out=None):
+    """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM);
+    `out` is None, h1 or (h1, c1): caller-owned buffers written in place."""
     x = float_array(x, "x")
     dt = x.dtype
     if x.ndim not in (1, 2):
@@ -151,7 +171,6 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
         h = float_array(h, "h", dt)
         expect_shape(h, "h", lead + ("P" if w_hr is not None else "H",), lead_v + (P,))
         h = h.reshape(N, P)
-    h1 = np.empty((N, P), dt)
     c1 = None
     if kind == LSTM:
         if c is None:
@@ -160,7 +179,7 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
             c = float_array(c, "c", dt)
             expect_shape(c, "c", lead + ("H",), lead_v + (H,))
             c = c.reshape(N, H)
-        c1 = np.empty((N, H), dt)
+    h1, c1, ret = _outputs(kind, out, N, H, P, dt, (X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr))
     if N < PACK_PER_CALL_ROWS:
         _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
                       _config.get_isa())
@@ -168,18 +187,35 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False):
         kernel = _ext.Kernel(kind, lbr, relu, dt, I, H, P, 1, 1,
                              [(w_ih, w_hh, b_ih, b_hh, w_hr)], _config.get_isa())
         kernel.step(X, h, c, h1, c1)
+    if ret is not None:
+        return ret
     if unbatched:
         h1 = h1[0]
         c1 = None if c1 is None else c1[0]
     return h1, c1
 
 
-def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None):
+def _outputs(kind, out, N, H, P, dt, inputs):
+    """(h1 [N, P], c1 [N, H] or None, what to return or None): new arrays, or the caller's."""
+    if out is None:
+        return np.empty((N, P), dt), (np.empty((N, H), dt) if kind == LSTM else None), None
+    if kind == LSTM:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError("out: expected a tuple (h1, c1) of arrays for an LSTM cell")
+        h1 = check_out(out[0], "out[0]", (N, P), dt, inputs)
+        c1 = check_out(out[1], "out[1]", (N, H), dt, inputs + (h1,))
+        return h1, c1, (out[0], out[1])
+    return check_out(out, "out", (N, P), dt, inputs), None, (out, None)
+
+
+def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, out=None):
     """One LSTM step: ``(h1, c1) = lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)``.
 
     x [N, I] or [I]; hx = (h [N, P], c [N, H]) or None (zeros); weights in PyTorch layout:
     w_ih [4*H, I], w_hh [4*H, P], b_ih/b_hh [4*H] or None, w_hr [P, H] (projection) or None.
-    Computes in x's dtype; reads the weights as given (nothing is packed or cached per call).
+    Computes in x's dtype. Below PACK_PER_CALL_ROWS batch rows the raw weights are read as given
+    (nothing packed or cached); from there on they are packed once per call. ``out=(h1, c1)``
+    writes into caller-owned buffers (no allocation) and returns them.
     """
     if hx is None:
         h = c = None
@@ -187,22 +223,23 @@ def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None):
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("hx: expected a tuple (h, c) or None")
         h, c = hx
-    return _cell(LSTM, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return _cell(LSTM, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, out=out)
 
 
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, linear_before_reset=True):
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, linear_before_reset=True, out=None):
     """One GRU step: ``h1 = gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)``; rows r, z, n.
 
     linear_before_reset=True is PyTorch/cuDNN/Keras reset_after=True; False is the Cho et al. form
     (ONNX's default, Keras reset_after=False).
     """
-    return _cell(GRU, x, h, None, w_ih, w_hh, b_ih, b_hh, None, lbr=bool(linear_before_reset))[0]
+    return _cell(GRU, x, h, None, w_ih, w_hh, b_ih, b_hh, None, lbr=bool(linear_before_reset),
+                 out=out)[0]
 
 
-def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
+def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", out=None):
     """One Elman RNN step: ``h1 = act(W_ih x + b_ih + W_hh h + b_hh)``, act tanh or relu."""
     relu = check_nonlinearity(nonlinearity)
-    return _cell(RNN, x, h, None, w_ih, w_hh, b_ih, b_hh, None, relu=relu)[0]
+    return _cell(RNN, x, h, None, w_ih, w_hh, b_ih, b_hh, None, relu=relu, out=out)[0]
 
 
 # --------------------------------------------------------------------------- sequences

@@ -154,8 +154,8 @@ class _CellModule(_Module):
             )
         object.__setattr__(self, "_kernel", kernel)
 
-    def _step(self, x, h, c):
-        """Shared cell call: returns (h1, c1), c1 None unless LSTM."""
+    def _step(self, x, h, c, out=None):
+        """Shared cell call: returns (h1, c1), c1 None unless LSTM; `out` as in _api._outputs."""
         dt = self.dtype
         x = float_array(x, "x", dt)
         I, H = self.input_size, self.hidden_size
@@ -184,6 +184,8 @@ class _CellModule(_Module):
                 _api.expect_shape(c, "c", lead + ("H",), lead_v + (H,))
                 c = c.reshape(N, H)
         if self.backend == "reference":
+            if out is not None:
+                raise ValueError("out: needs the compiled backend, not backend='reference'")
             p = self._params
             args = (X, (h, c) if lstm else h, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
                     p.get("bias_hh"))
@@ -194,9 +196,10 @@ class _CellModule(_Module):
             else:
                 h1, c1 = reference.rnn_cell(*args, nonlinearity=self.nonlinearity), None
         else:
-            h1 = np.empty((N, H), dt)
-            c1 = np.empty((N, H), dt) if lstm else None
+            h1, c1, ret = _api._outputs(self._kind, out, N, H, H, dt, (X, h, c))
             self._kernel.step(X, h, c, h1, c1)
+            if ret is not None:
+                return ret
         if unbatched:
             return h1[0], None if c1 is None else c1[0]
         return h1, c1
@@ -250,14 +253,15 @@ class LSTMCell(_CellModule):
         super().__init__(LSTM_KIND, input_size, hidden_size, bias, True, False, dtype, seed, rng,
                          backend)
 
-    def __call__(self, x, hx=None):
+    def __call__(self, x, hx=None, *, out=None):
+        """out=(h1, c1): caller-owned buffers [N, H] written in place (no allocation)."""
         if hx is None:
             h = c = None
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx: expected a tuple (h, c) or None")
             h, c = hx
-        return self._step(x, h, c)
+        return self._step(x, h, c, out)
 
     @classmethod
     def from_torch(cls, module, **kw):
@@ -274,8 +278,9 @@ class GRUCell(_CellModule):
         super().__init__(GRU_KIND, input_size, hidden_size, bias, self.linear_before_reset, False,
                          dtype, seed, rng, backend)
 
-    def __call__(self, x, hx=None):
-        return self._step(x, hx, None)[0]
+    def __call__(self, x, hx=None, *, out=None):
+        """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
+        return self._step(x, hx, None, out)[0]
 
     @classmethod
     def from_torch(cls, module, **kw):
@@ -292,8 +297,9 @@ class RNNCell(_CellModule):
         super().__init__(RNN_KIND, input_size, hidden_size, bias, True, relu, dtype, seed, rng,
                          backend)
 
-    def __call__(self, x, hx=None):
-        return self._step(x, hx, None)[0]
+    def __call__(self, x, hx=None, *, out=None):
+        """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
+        return self._step(x, hx, None, out)[0]
 
     @classmethod
     def from_torch(cls, module, **kw):

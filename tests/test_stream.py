@@ -107,3 +107,48 @@ def test_stream_errors():
         cell.stream(0)
     with pytest.raises(ValueError, match="reference"):
         gk.LSTMCell(4, 6, backend="reference").stream()
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "functional"])
+@pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
+@pytest.mark.parametrize("N", [1, 3, 16])
+def test_cell_calls_write_into_out(name, make, functional, N, rng):
+    """`out=` buffers are written in place, returned, equal to the allocating call, and the call
+    allocates nothing else of the output's size."""
+    I, H = 5, 7
+    cell = make(I, H, np.float32)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    h = rng.standard_normal((N, H)).astype(np.float32)
+    hx = (h, h + 1) if name == "lstm" else h
+    if functional:
+        sd = cell.state_dict()
+        w = (sd["weight_ih"], sd["weight_hh"], sd["bias_ih"], sd["bias_hh"])
+        kw = ({} if name == "lstm" else {"nonlinearity": "relu"} if name == "rnn_relu"
+              else {"linear_before_reset": cell.linear_before_reset})
+        fn = getattr(gk, {"lstm": "lstm_cell", "rnn_relu": "rnn_cell"}.get(name, "gru_cell"))
+
+        def call(**o):
+            return fn(x, hx, *w, **kw, **o)
+    else:
+        def call(**o):
+            return cell(x, hx, **o)
+    want = call()
+    if name == "lstm":
+        out = (np.empty((N, H), np.float32), np.empty((N, H), np.float32))
+        got = call(out=out)
+        assert got[0] is out[0] and got[1] is out[1]
+        assert np.array_equal(out[0], want[0]) and np.array_equal(out[1], want[1])
+        with pytest.raises(ValueError, match="overlap"):
+            call(out=(h, out[1]))
+        with pytest.raises(TypeError, match="out"):
+            call(out=out[0])
+    else:
+        out = np.empty((N, H), np.float32)
+        assert call(out=out) is out
+        assert np.array_equal(out, want)
+        with pytest.raises(ValueError, match="overlap"):
+            call(out=h)
+        with pytest.raises(ValueError, match="out"):
+            call(out=np.empty((N, H), np.float64))
+        with pytest.raises(ValueError, match="out"):
+            call(out=np.empty((N, H + 1), np.float32))
