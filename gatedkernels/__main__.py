@@ -109,6 +109,7 @@ def _torch():
 def speed_table(rng, budget_s):
     """Medians of interleaved rounds, float32: step calls and T=100 sequences."""
     torch = _torch()
+    gk.set_num_threads(1)
     lines = []
     header = f"{'case':<34}{'gatedkernels':>14}{'numpy ref':>12}{'torch':>12}{'vs ref':>9}{'vs torch':>10}"
     lines.append(header)

@@ -63,9 +63,11 @@ def use_isa(name):
 
 
 def get_num_threads():
-    """Threads the kernels may use, the calling thread included. The default is the number of
-    CPUs this process may run on, or GATEDKERNELS_NUM_THREADS when set. A call uses one thread
-    when its time steps are too small to gain from more."""
+    """Threads the kernels may use, the calling thread included. The default is 1 (or
+    GATEDKERNELS_NUM_THREADS): NumPy's OpenBLAS keeps its workers spinning for ~0.1 s after each
+    call, and parallel steps that meet at a barrier lose to them (measured: 2 threads slower than
+    1 right after NumPy matmuls). `set_num_threads(len(os.sched_getaffinity(0)))` opts in; a call
+    still uses one thread when its time steps are too small to gain from more."""
     return _ext.get_num_threads()
 
 

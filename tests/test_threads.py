@@ -121,3 +121,18 @@ def test_pool_works_in_a_forked_child(rng, restore_threads):
 
 def _call_module(m, x):
     return m(x)[0]
+
+
+@pytest.mark.parametrize("env,want", [(None, 1), ("3", 3), ("0", 1), ("junk", 1)])
+def test_default_thread_count_and_environment(env, want):
+    """One thread unless GATEDKERNELS_NUM_THREADS asks for more (read once per process)."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "GATEDKERNELS_NUM_THREADS"}
+    if env is not None:
+        environ["GATEDKERNELS_NUM_THREADS"] = env
+    out = subprocess.run([sys.executable, "-c", "import gatedkernels as gk; print(gk.get_num_threads())"],
+                         env=environ, capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) == want

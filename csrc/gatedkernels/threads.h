@@ -10,8 +10,8 @@
 
 namespace gatedkernels {
 
-// Threads the kernels may use (the calling thread included). Default: the CPUs this process may
-// run on (sched_getaffinity), or GATEDKERNELS_NUM_THREADS when set.
+// Threads the kernels may use (the calling thread included). Default: 1, or
+// GATEDKERNELS_NUM_THREADS when set (see threads.cc for the measurement behind that default).
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1; clamped to 256
 
