@@ -111,7 +111,8 @@ def speed_table(rng, budget_s):
     torch = _torch()
     gk.set_num_threads(1)
     lines = []
-    header = f"{'case':<34}{'gatedkernels':>14}{'numpy ref':>12}{'torch':>12}{'vs ref':>9}{'vs torch':>10}"
+    header = (f"{'case':<34}{'gatedkernels':>14}{'gk stream':>11}{'numpy ref':>12}{'torch':>12}"
+              f"{'vs ref':>9}{'vs torch':>10}")
     lines.append(header)
     lines.append("-" * len(header))
     cases = [("lstm", "step", (1, 64, 64)), ("lstm", "step", (1, 128, 256)),
@@ -130,7 +131,10 @@ def speed_table(rng, budget_s):
             sd = m.state_dict()
             w = (sd["weight_ih"], sd["weight_hh"], sd["bias_ih"], sd["bias_hh"])
             f_ref = getattr(reference, f"{kind}_cell")
-            cands = {"gk": lambda: m(x, hx), "ref": lambda: f_ref(x, hx, *w)}
+            stream = m.stream(N, hx)
+            out = np.empty((N, H), dt)
+            cands = {"gk": lambda: m(x, hx), "stream": lambda: stream.step(x, out),
+                     "ref": lambda: f_ref(x, hx, *w)}
             if torch is not None:
                 tm = (torch.nn.LSTMCell if kind == "lstm" else torch.nn.GRUCell)(I, H)
                 tm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
@@ -163,10 +167,11 @@ def speed_table(rng, budget_s):
             label = f"{kind} seq T={T} (N,I,H)=({N},{I},{H})"
         res = interleaved(cands, rounds=7, budget_s=budget_s / len(cases))
         g = res["gk"][0]
+        st = res["stream"][0] if "stream" in res else None
         r = res["ref"][0]
         t = res["torch"][0] if "torch" in res else None
         lines.append(
-            f"{label:<34}{fmt_time(g):>14}{fmt_time(r):>12}"
+            f"{label:<34}{fmt_time(g):>14}{(fmt_time(st) if st else '-'):>11}{fmt_time(r):>12}"
             f"{(fmt_time(t) if t else 'n/a'):>12}{r / g:>8.1f}x"
             f"{(f'{t / g:>9.1f}x' if t else '       n/a')}"
         )
@@ -192,7 +197,8 @@ def main(argv=None):
         return 1
     if not args.check:
         print("\nSpeed, float32, single thread, median per call of interleaved rounds "
-              "(ratios: how many times faster gatedkernels is):")
+              "(ratios: how many times faster a gatedkernels module call is; 'gk stream' is "
+              "cell.stream(N).step(x, out), the zero-allocation streaming path):")
         lines, torch = speed_table(rng, args.budget)
         for line in lines:
             print("  " + line)
