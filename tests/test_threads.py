@@ -124,8 +124,9 @@ def _call_module(m, x):
 
 
 @pytest.mark.parametrize("env,want", [(None, 1), ("3", 3), ("0", 1), ("junk", 1)])
-def test_default_thread_count_and_environment(env, want):
-    """One thread unless GATEDKERNELS_NUM_THREADS asks for more (read once per process)."""
+def test_default_thread_count_and_environment(env, want, tmp_path):
+    """One thread unless GATEDKERNELS_NUM_THREADS asks for more (read once per process). Runs
+    from an empty directory so `python -c` imports the installed package, not a source tree."""
     import os
     import subprocess
     import sys
@@ -134,5 +135,5 @@ def test_default_thread_count_and_environment(env, want):
     if env is not None:
         environ["GATEDKERNELS_NUM_THREADS"] = env
     out = subprocess.run([sys.executable, "-c", "import gatedkernels as gk; print(gk.get_num_threads())"],
-                         env=environ, capture_output=True, text=True, check=True)
+                         env=environ, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert int(out.stdout.strip()) == want
