@@ -8,9 +8,6 @@
 #include <thread>
 #include <vector>
 
-#if defined(__linux__)
-#include <sched.h>
-#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
@@ -38,16 +35,6 @@ int default_threads() {
     if (n >= 1) return n > 256 ? 256 : n;
   }
   return 1;
-}
-
-// CPUs this process may run on (for the documentation of set_num_threads; not a default).
-[[maybe_unused]] int available_cpus() {
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1) return CPU_COUNT(&set);
-#endif
-  unsigned n = std::thread::hardware_concurrency();
-  return n >= 1 ? static_cast<int>(n) : 1;
 }
 
 // Workers sleep on a condition variable between parallel regions, so an idle pool costs

@@ -47,7 +47,7 @@ def _error(got, oracle, ref32=None):
     return ok, f"max |diff| {err.max():.1e} (float32 reference {base:.1e})"
 
 
-def _cell_fns(kind, kw):
+def _cell_fns(kind):
     fname = {"lstm": "lstm_cell", "gru": "gru_cell", "rnn": "rnn_cell"}[kind]
     return getattr(gk, fname), getattr(reference, fname)
 
@@ -70,7 +70,7 @@ def self_check(rng):
             x = rng.standard_normal((N, I)).astype(dt)
             h = rng.standard_normal((N, H)).astype(dt)
             hx = (h, rng.standard_normal((N, H)).astype(dt)) if kind == "lstm" else h
-            f_gk, f_ref = _cell_fns(kind, kw)
+            f_gk, f_ref = _cell_fns(kind)
 
             def cast(a, to):
                 return tuple(v.astype(to) for v in a) if isinstance(a, tuple) else a.astype(to)

@@ -14,7 +14,6 @@ from gatedkernels import _config, _ext
 
 LSTM, GRU, RNN = _ext.LSTM, _ext.GRU, _ext.RNN
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
-KIND_NAMES = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -115,6 +114,28 @@ def check_out(out, name, shape, dtype, inputs):
     return out.reshape(shape)
 
 
+def split_lstm_hx(hx, names="(h, c)"):
+    """An LSTM's hx as (h, c): None gives (None, None); anything but a pair is a TypeError."""
+    if hx is None:
+        return None, None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx: expected a tuple {names} or None")
+    return hx[0], hx[1]
+
+
+def cell_state(a, name, letter, N, size, dtype, unbatched):
+    """A cell's state as a contiguous [N, size] array of `dtype`: zeros for None, else checked
+    against [N, letter] (or [letter] for unbatched calls)."""
+    if a is None:
+        return np.zeros((N, size), dtype)
+    a = float_array(a, name, dtype)
+    if unbatched:
+        expect_shape(a, name, (letter,), (size,))
+    else:
+        expect_shape(a, name, ("N", letter), (N, size))
+    return a.reshape(N, size)
+
+
 def gate_rows(kind):
     return {LSTM: "4*H", GRU: "3*H", RNN: "H"}[kind]
 
@@ -164,21 +185,9 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out
     if b_hh is not None:
         b_hh = float_array(b_hh, "b_hh", dt)
         expect_shape(b_hh, "b_hh", (gate_rows(kind),), (G * H,))
-    lead, lead_v = ((), ()) if unbatched else (("N",), (N,))
-    if h is None:
-        h = np.zeros((N, P), dt)
-    else:
-        h = float_array(h, "h", dt)
-        expect_shape(h, "h", lead + ("P" if w_hr is not None else "H",), lead_v + (P,))
-        h = h.reshape(N, P)
-    c1 = None
+    h = cell_state(h, "h", "P" if w_hr is not None else "H", N, P, dt, unbatched)
     if kind == LSTM:
-        if c is None:
-            c = np.zeros((N, H), dt)
-        else:
-            c = float_array(c, "c", dt)
-            expect_shape(c, "c", lead + ("H",), lead_v + (H,))
-            c = c.reshape(N, H)
+        c = cell_state(c, "c", "H", N, H, dt, unbatched)
     h1, c1, ret = _outputs(kind, out, N, H, P, dt, (X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr))
     if N < PACK_PER_CALL_ROWS:
         _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
@@ -217,12 +226,7 @@ def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, out=None):
     (nothing packed or cached); from there on they are packed once per call. ``out=(h1, c1)``
     writes into caller-owned buffers (no allocation) and returns them.
     """
-    if hx is None:
-        h = c = None
-    else:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx: expected a tuple (h, c) or None")
-        h, c = hx
+    h, c = split_lstm_hx(hx)
     return _cell(LSTM, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, out=out)
 
 
@@ -335,14 +339,7 @@ class SequenceCall:
         T, N = (X.shape[1], X.shape[0]) if bf else (X.shape[0], X.shape[1])
         if T < 1 or N < 1:
             raise ValueError(f"x: T and N must be at least 1, got {x.shape}")
-        h0 = c0 = None
-        if hx is not None:
-            if lstm:
-                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                    raise TypeError("hx: expected a tuple (h0, c0) or None")
-                h0, c0 = hx
-            else:
-                h0 = hx
+        h0, c0 = split_lstm_hx(hx, "(h0, c0)") if lstm else (hx, None)
         lead = ("L*D",) if self.unbatched else ("L*D", "N")
         lead_v = (L * D,) if self.unbatched else (L * D, N)
         if h0 is not None:
@@ -393,7 +390,7 @@ def run_sequence(kernel, x, hx, lengths, batch_first, dtype):
     return call.finish(y, hn, cn)
 
 
-def _infer_sizes(kind, weights, num_layers, bidirectional):
+def _infer_sizes(kind, weights):
     """(I, H, P, bias, proj_size) from a PyTorch-named weight mapping."""
     G = GATES[kind]
     if "weight_hh_l0" not in weights or "weight_ih_l0" not in weights:
@@ -415,7 +412,7 @@ def _infer_sizes(kind, weights, num_layers, bidirectional):
 
 def _functional_kernel(kind, weights, dtype, num_layers, bidirectional, lbr=True, relu=False):
     num_layers = check_size(num_layers, "num_layers", 1)
-    I, H, proj, bias = _infer_sizes(kind, weights, num_layers, bidirectional)
+    I, H, proj, bias = _infer_sizes(kind, weights)
     params = load_params(weights, kind, I, H, num_layers, bool(bidirectional), bias, proj, dtype)
     tuples = layer_tuples(params, num_layers, bool(bidirectional), bias, proj)
     return _ext.Kernel(kind, lbr, relu, dtype, I, H, proj or H, num_layers,

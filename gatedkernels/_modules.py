@@ -63,6 +63,16 @@ class _Module:
 
     _kind: int
 
+    def _init_common(self, kind, input_size, hidden_size, bias, lbr, relu, dtype, backend):
+        object.__setattr__(self, "_params", None)
+        self._kind = kind
+        self.input_size = check_size(input_size, "input_size", 1)
+        self.hidden_size = check_size(hidden_size, "hidden_size", 1)
+        self.bias = bool(bias)
+        self.dtype = _check_dtype(dtype)
+        self.backend = _check_backend(backend)
+        self._lbr, self._relu = lbr, relu
+
     def _init_params(self, seed, rng):
         rng = np.random.default_rng(seed) if rng is None else rng
         k = 1.0 / math.sqrt(self.hidden_size)
@@ -125,14 +135,7 @@ class _Module:
 
 class _CellModule(_Module):
     def __init__(self, kind, input_size, hidden_size, bias, lbr, relu, dtype, seed, rng, backend):
-        object.__setattr__(self, "_params", None)
-        self._kind = kind
-        self.input_size = check_size(input_size, "input_size", 1)
-        self.hidden_size = check_size(hidden_size, "hidden_size", 1)
-        self.bias = bool(bias)
-        self.dtype = _check_dtype(dtype)
-        self.backend = _check_backend(backend)
-        self._lbr, self._relu = lbr, relu
+        self._init_common(kind, input_size, hidden_size, bias, lbr, relu, dtype, backend)
         self._init_params(seed, rng)
 
     def _shapes(self):
@@ -168,21 +171,10 @@ class _CellModule(_Module):
         unbatched = x.ndim == 1
         X = x[None] if unbatched else x
         N = X.shape[0]
-        lead, lead_v = ((), ()) if unbatched else (("N",), (N,))
         lstm = self._kind == LSTM_KIND
-        if h is None:
-            h = np.zeros((N, H), dt)
-        else:
-            h = float_array(h, "h", dt)
-            _api.expect_shape(h, "h", lead + ("H",), lead_v + (H,))
-            h = h.reshape(N, H)
+        h = _api.cell_state(h, "h", "H", N, H, dt, unbatched)
         if lstm:
-            if c is None:
-                c = np.zeros((N, H), dt)
-            else:
-                c = float_array(c, "c", dt)
-                _api.expect_shape(c, "c", lead + ("H",), lead_v + (H,))
-                c = c.reshape(N, H)
+            c = _api.cell_state(c, "c", "H", N, H, dt, unbatched)
         if self.backend == "reference":
             if out is not None:
                 raise ValueError("out: needs the compiled backend, not backend='reference'")
@@ -213,20 +205,12 @@ class _CellModule(_Module):
             raise ValueError("stream() needs the compiled backend, not backend='reference'")
         s = _ext.Stream(self._kernel, check_size(batch_size, "batch_size", 1))
         if hx is not None:
-            if self._kind == LSTM_KIND:
-                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                    raise TypeError("hx: expected a tuple (h, c) or None")
-                h, c = hx
-            else:
-                h, c = hx, None
+            h, c = _api.split_lstm_hx(hx) if self._kind == LSTM_KIND else (hx, None)
             N, H = s.N, self.hidden_size
-            h = float_array(h, "h", self.dtype)
-            _api.expect_shape(h, "h", ("N", "H") if h.ndim == 2 else ("H",),
-                              (N, H) if h.ndim == 2 else (H,))
+            one_row = N == 1 and np.ndim(h) == 1  # [H] for a single-row stream
+            h = _api.cell_state(h, "h", "H", N, H, self.dtype, one_row)
             if c is not None:
-                c = float_array(c, "c", self.dtype)
-                _api.expect_shape(c, "c", ("N", "H") if c.ndim == 2 else ("H",),
-                                  (N, H) if c.ndim == 2 else (H,))
+                c = _api.cell_state(c, "c", "H", N, H, self.dtype, one_row)
             s.reset(h, c)
         return s
 
@@ -255,12 +239,7 @@ class LSTMCell(_CellModule):
 
     def __call__(self, x, hx=None, *, out=None):
         """out=(h1, c1): caller-owned buffers [N, H] written in place (no allocation)."""
-        if hx is None:
-            h = c = None
-        else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx: expected a tuple (h, c) or None")
-            h, c = hx
+        h, c = _api.split_lstm_hx(hx)
         return self._step(x, h, c, out)
 
     @classmethod
@@ -312,10 +291,7 @@ class RNNCell(_CellModule):
 class _SequenceModule(_Module):
     def __init__(self, kind, input_size, hidden_size, num_layers, bias, batch_first,
                  bidirectional, proj_size, lbr, relu, dtype, seed, rng, backend):
-        object.__setattr__(self, "_params", None)
-        self._kind = kind
-        self.input_size = check_size(input_size, "input_size", 1)
-        self.hidden_size = check_size(hidden_size, "hidden_size", 1)
+        self._init_common(kind, input_size, hidden_size, bias, lbr, relu, dtype, backend)
         self.num_layers = check_size(num_layers, "num_layers", 1)
         self.proj_size = check_size(proj_size, "proj_size", 0)
         if self.proj_size >= self.hidden_size:
@@ -323,12 +299,8 @@ class _SequenceModule(_Module):
                 f"proj_size: expected 0 <= proj_size < hidden_size = {self.hidden_size}, "
                 f"got {self.proj_size}"
             )
-        self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        self.dtype = _check_dtype(dtype)
-        self.backend = _check_backend(backend)
-        self._lbr, self._relu = lbr, relu
         self._init_params(seed, rng)
 
     def _shapes(self):
