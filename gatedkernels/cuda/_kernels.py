@@ -1,0 +1,471 @@
+"""Numba CUDA kernels: fused step kernels, the persistent sequence kernel, and small helpers.
+
+One block is a (KS, U) grid of threads: U hidden units, KS lanes each. The lanes of a unit split
+the dot products over k (lane l takes k = l, l+KS, ...), so a warp reads a weight row coalesced;
+each lane keeps the partial sums of all gates of the unit for a tile of BT batch rows in
+registers. The partials meet in shared memory, where lane q sums slot q over the KS lanes in a
+fixed order (the result never depends on scheduling), and lanes 0..BT-1 then run the cell's
+pointwise math for one batch row each, straight from shared memory: no gates tensor is written.
+The same code runs on a GPU (KS = 32: one warp per unit) and in Numba's CUDA simulator (small KS
+and U, so CI can afford it); no warp shuffle is used, so nothing is GPU-only.
+
+Which gate rows go into which accumulator slot (a "plan"): x-part rows g in [x_lo, x_hi) go to
+slot g - x_lo; recurrent rows g in [a_lo, a_hi) to slot a_slot + g - a_lo, read against h; rows
+in [b_lo, b_hi) to slot b_slot + g - b_lo, read against h or, for the Cho GRU, r*h. The GRU's
+recurrent n row has a slot of its own (PyTorch's r * (W_hn h + b_hn)); every other pair of x and
+h parts shares a slot.
+
+Kernels are built by factories, one per (cell, options, dtype, sizes), because Numba needs
+shared and local array shapes as compile-time constants; builds are cached. All constants are
+of the kernel's dtype, so a float32 kernel contains no float64 instruction (a test compiles them
+to sm_90 PTX and checks).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from gatedkernels.cuda._numba import SIMULATOR, cuda
+
+LSTM, GRU, RNN = 0, 1, 2  # same codes as gatedkernels._ext
+
+# Block shape. On a GPU a unit's lanes are one warp; BT batch rows share each weight load.
+if SIMULATOR:
+    KS, U_STEP, BT = 4, 2, 2  # the simulator pays ~0.1-0.3 ms per thread: keep blocks tiny
+    GEMM_TILE = 4
+else:
+    KS, U_STEP, BT = 32, 4, 8
+    GEMM_TILE = 16
+
+# Modes of the pointwise epilogue.
+M_LSTM, M_RNN, M_GRU_LBR, M_GRU_R, M_GRU_MAIN = range(5)
+
+# plan: (mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_reads_rh, slots)
+PLANS = {
+    (LSTM, True): [(M_LSTM, 0, 4, 0, 4, 0, 0, 0, 0, False, 4)],
+    (RNN, True): [(M_RNN, 0, 1, 0, 1, 0, 0, 0, 0, False, 1)],
+    (GRU, True): [(M_GRU_LBR, 0, 3, 0, 2, 0, 2, 3, 3, False, 4)],
+    # Cho et al.: r first for every unit (W_hn needs all of r*h), then z and n.
+    (GRU, False): [(M_GRU_R, 0, 1, 0, 1, 0, 0, 0, 0, False, 1),
+                   (M_GRU_MAIN, 1, 3, 1, 2, 0, 2, 3, 1, True, 2)],
+}
+GATES = {LSTM: 4, GRU: 3, RNN: 1}
+
+
+def plans(kind, lbr):
+    return PLANS[(kind, bool(lbr) if kind == GRU else True)]
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def grid_for(H, N, U=None):
+    """Blocks of a step launch: (unit blocks, batch tiles)."""
+    U = U or U_STEP
+    return (_ceil_div(H, U), _ceil_div(N, BT))
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+@functools.lru_cache(maxsize=None)
+def _device_functions(dtype_name, relu):
+    """Activations, the dot-product accumulator and the cross-lane reduction for one dtype."""
+    np_t = np.dtype(dtype_name).type
+    zero, one = np_t(0), np_t(1)
+
+    @cuda.jit(device=True, inline=True)
+    def sigmoid(v):
+        # exp only ever sees -|v|: never overflows, saturates to exactly 0 or 1, NaN stays NaN.
+        if v >= zero:
+            return one / (one + math.exp(-v))
+        e = math.exp(v)
+        return e / (one + e)
+
+    @cuda.jit(device=True, inline=True)
+    def tanh(v):
+        return math.tanh(v)
+
+    @cuda.jit(device=True, inline=True)
+    def act(v):
+        if relu:
+            return zero if v < zero else v  # NaN falls through to v
+        return math.tanh(v)
+
+    @cuda.jit(device=True, inline=True)
+    def dot_rows(acc, W, rowbase, rowstride, src, K, g_lo, g_hi, slot, n0, N, lane, xs):
+        """acc[(slot + g - g_lo)*BT + b] += W[rowbase + g*rowstride, k] * src[n0 + b, k] over
+        this lane's k, for g in [g_lo, g_hi). Rows past N read row N-1 (results unused)."""
+        for k in range(lane, K, KS):
+            for b in range(BT):
+                n = n0 + b
+                if n > N - 1:
+                    n = N - 1
+                xs[b] = src[n, k]
+            for g in range(g_lo, g_hi):
+                w = W[rowbase + g * rowstride, k]
+                base = (slot + g - g_lo) * BT
+                for b in range(BT):
+                    acc[base + b] += w * xs[b]
+
+    @cuda.jit(device=True, inline=True)
+    def reduce_slots(acc, part, sums, u, lane, QS):
+        """sums[u, q] = sum over lanes of acc[q], in lane order. Every thread must call it."""
+        for q in range(QS):
+            part[u, q, lane] = acc[q]
+        cuda.syncthreads()
+        for q in range(lane, QS, KS):
+            s = zero
+            for ln in range(KS):
+                s += part[u, q, ln]
+            sums[u, q] = s
+        cuda.syncthreads()
+
+    return sigmoid, tanh, act, dot_rows, reduce_slots
+
+
+def _np_type(dtype):
+    return np.dtype(dtype).type
+
+
+# --------------------------------------------------------------------------- step kernels
+
+
+@functools.lru_cache(maxsize=None)
+def step_kernels(kind, lbr, relu, dtype_name):
+    """One time step on raw PyTorch-layout weights, one kernel per plan (the Cho GRU has two).
+
+    kernel[grid_for(H, N), (KS, U_STEP), stream](x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, rh)
+    c/c_out are used by the LSTM only and rh by the Cho GRU only (pass any 2-D array otherwise).
+    """
+    return [_step_kernel(plan, relu, dtype_name) for plan in plans(kind, lbr)]
+
+
+def _step_kernel(plan, relu, dtype_name):
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    G = 4 if mode == M_LSTM else (1 if mode == M_RNN else 3)
+    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu)
+    np_t = _np_type(dtype_name)
+    one = np_t(1)
+    QS = NS * BT
+    U = U_STEP
+    ftype = _numba_type(dtype_name)
+
+    @cuda.jit
+    def step(x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, rh):
+        lane = cuda.threadIdx.x
+        u = cuda.threadIdx.y
+        j = cuda.blockIdx.x * U + u
+        n0 = cuda.blockIdx.y * BT
+        N = x.shape[0]
+        H = w_hh.shape[0] // G
+        acc = cuda.local.array(QS, ftype)
+        xs = cuda.local.array(BT, ftype)
+        pre = cuda.local.array(NS, ftype)
+        part = cuda.shared.array((U, QS, KS + 1), ftype)
+        sums = cuda.shared.array((U, QS), ftype)
+        for q in range(QS):
+            acc[q] = 0
+        if j < H:
+            dot_rows(acc, w_ih, j, H, x, x.shape[1], x_lo, x_hi, 0, n0, N, lane, xs)
+            dot_rows(acc, w_hh, j, H, h, h.shape[1], a_lo, a_hi, a_slot, n0, N, lane, xs)
+            if b_hi > b_lo:
+                if b_rh:
+                    dot_rows(acc, w_hh, j, H, rh, rh.shape[1], b_lo, b_hi, b_slot, n0, N, lane,
+                             xs)
+                else:
+                    dot_rows(acc, w_hh, j, H, h, h.shape[1], b_lo, b_hi, b_slot, n0, N, lane, xs)
+        reduce_slots(acc, part, sums, u, lane, QS)
+        n = n0 + lane
+        if lane < BT and j < H and n < N:
+            for q in range(NS):
+                pre[q] = sums[u, q * BT + lane]
+            for g in range(x_lo, x_hi):
+                pre[g - x_lo] += b_ih[g * H + j]
+            for g in range(a_lo, a_hi):
+                pre[a_slot + g - a_lo] += b_hh[g * H + j]
+            for g in range(b_lo, b_hi):
+                pre[b_slot + g - b_lo] += b_hh[g * H + j]
+            if mode == M_LSTM:
+                c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
+                c_out[n, j] = c1
+                h_out[n, j] = sigmoid(pre[3]) * tanh(c1)
+            elif mode == M_RNN:
+                h_out[n, j] = act(pre[0])
+            elif mode == M_GRU_LBR:
+                r = sigmoid(pre[0])
+                z = sigmoid(pre[1])
+                nn = tanh(pre[2] + r * pre[3])
+                h_out[n, j] = (one - z) * nn + z * h[n, j]
+            elif mode == M_GRU_R:
+                rh[n, j] = sigmoid(pre[0]) * h[n, j]
+            else:  # M_GRU_MAIN
+                z = sigmoid(pre[0])
+                nn = tanh(pre[1])
+                h_out[n, j] = (one - z) * nn + z * h[n, j]
+
+    return step
+
+
+def _numba_type(dtype_name):
+    from gatedkernels.cuda._numba import numba
+
+    return numba.float32 if dtype_name == "float32" else numba.float64
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def seq_units(G, P, itemsize):
+    """(U, fits) for the persistent kernel: the most units per block (U_STEP, 2 or 1) whose
+    W_hh rows (G*U rows of P) fit in the 48 KiB of static shared memory a block may have next to
+    the reduction buffers; (U_STEP, False) when not even one unit's rows fit."""
+    QS = 4 * BT
+    for U in sorted({U_STEP, 2, 1}, reverse=True):
+        if (U * QS * (KS + 1) + U * QS + G * U * P) * itemsize <= 48 * 1024:
+            return U, True
+    return U_STEP, False
+
+
+@functools.lru_cache(maxsize=None)
+def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U):
+    """(persistent, steps): the recurrence of one layer-direction over a whole sequence.
+
+    persistent[grid, (KS, U_STEP), stream](xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse,
+    col0) runs all T steps in one cooperative launch: a grid-stride loop over (unit block, batch
+    tile) items, one grid barrier per step (two for the Cho GRU). With cache_P > 0 (= P), each
+    block keeps its units' W_hh rows in shared memory for all T steps; that needs the grid to be
+    exactly the number of unit blocks. steps[s] is the same step as an ordinary kernel taking
+    the step index, one launch per plan per step: the fallback where a cooperative launch is not
+    possible.
+
+    xg [T, N, G*H] (or [N, T, G*H] batch_first) is the input projection with b_ih added; hbuf
+    [2, N, H] holds h_{s} in hbuf[s % 2] (hbuf[0] = h0 on entry; h_T ends in hbuf[T % 2]); c
+    [N, H] is c0 on entry and c_T on exit (LSTM); y [T, N, D*H] gets this direction's h in
+    columns col0 .. col0+H-1 at valid steps only; lengths [N] int32.
+    """
+    plan_list = plans(kind, lbr)
+    G = GATES[kind]
+    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu)
+    np_t = _np_type(dtype_name)
+    zero, one = np_t(0), np_t(1)
+    ftype = _numba_type(dtype_name)
+    QS = 4 * BT  # largest plan: 4 slots
+    cache = cache_P > 0
+    WROWS = G * U if cache else 1
+    WCOLS = cache_P if cache else 1
+    bf = bool(batch_first)
+    n_plans = len(plan_list)
+    p0 = plan_list[0]
+    p1 = plan_list[-1]
+
+    def make_phase(plan):
+        mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+        PQS = NS * BT
+
+        @cuda.jit(device=True)
+        def phase(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0, part,
+                  sums, acc, xs, pre, item0, istep):
+            lane = cuda.threadIdx.x
+            u = cuda.threadIdx.y
+            N = hcur.shape[0]
+            H = hcur.shape[1]
+            nub = (H + U - 1) // U
+            items = nub * ((N + BT - 1) // BT)
+            for item in range(item0, items, istep):
+                ub = item % nub
+                n0 = (item // nub) * BT
+                j = ub * U + u
+                for q in range(PQS):
+                    acc[q] = 0
+                if j < H:
+                    if cache:
+                        dot_rows(acc, ws, u, U, hcur, H, a_lo, a_hi, a_slot, n0, N, lane, xs)
+                    else:
+                        dot_rows(acc, w_hh, j, H, hcur, H, a_lo, a_hi, a_slot, n0, N, lane, xs)
+                    if b_hi > b_lo:
+                        if b_rh:
+                            if cache:
+                                dot_rows(acc, ws, u, U, rh, H, b_lo, b_hi, b_slot, n0, N, lane,
+                                         xs)
+                            else:
+                                dot_rows(acc, w_hh, j, H, rh, H, b_lo, b_hi, b_slot, n0, N,
+                                         lane, xs)
+                        else:
+                            if cache:
+                                dot_rows(acc, ws, u, U, hcur, H, b_lo, b_hi, b_slot, n0, N,
+                                         lane, xs)
+                            else:
+                                dot_rows(acc, w_hh, j, H, hcur, H, b_lo, b_hi, b_slot, n0, N,
+                                         lane, xs)
+                reduce_slots(acc, part, sums, u, lane, PQS)
+                n = n0 + lane
+                if lane < BT and j < H and n < N:
+                    ln = lengths[n]
+                    if s < ln:
+                        t = ln - 1 - s if reverse else s
+                        for q in range(NS):
+                            pre[q] = sums[u, q * BT + lane]
+                        for g in range(x_lo, x_hi):
+                            if bf:
+                                pre[g - x_lo] += xg[n, t, g * H + j]
+                            else:
+                                pre[g - x_lo] += xg[t, n, g * H + j]
+                        for g in range(a_lo, a_hi):
+                            pre[a_slot + g - a_lo] += b_hh[g * H + j]
+                        for g in range(b_lo, b_hi):
+                            pre[b_slot + g - b_lo] += b_hh[g * H + j]
+                        hv = hcur[n, j]
+                        if mode == M_GRU_R:
+                            rh[n, j] = sigmoid(pre[0]) * hv
+                        else:
+                            if mode == M_LSTM:
+                                c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
+                                c[n, j] = c1
+                                h1 = sigmoid(pre[3]) * tanh(c1)
+                            elif mode == M_RNN:
+                                h1 = act(pre[0])
+                            elif mode == M_GRU_LBR:
+                                r = sigmoid(pre[0])
+                                z = sigmoid(pre[1])
+                                h1 = (one - z) * tanh(pre[2] + r * pre[3]) + z * hv
+                            else:  # M_GRU_MAIN
+                                z = sigmoid(pre[0])
+                                h1 = (one - z) * tanh(pre[1]) + z * hv
+                            hnxt[n, j] = h1
+                            if bf:
+                                y[n, t, col0 + j] = h1
+                            else:
+                                y[t, n, col0 + j] = h1
+                    elif mode != M_GRU_R:
+                        hnxt[n, j] = hcur[n, j]  # past this row's length: carry the state
+
+        return phase
+
+    phase_first = make_phase(p0)
+    phase_last = make_phase(p1)
+
+    @cuda.jit(device=True, inline=True)
+    def load_ws(ws, w_hh):
+        H = w_hh.shape[0] // G
+        P = w_hh.shape[1]
+        ub = cuda.blockIdx.x
+        nthreads = cuda.blockDim.x * cuda.blockDim.y
+        tid = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+        for idx in range(tid, WROWS * P, nthreads):
+            r = idx // P
+            k = idx - r * P
+            g = r // U
+            j = ub * U + (r - g * U)
+            ws[r, k] = w_hh[g * H + j, k] if j < H else zero
+        cuda.syncthreads()
+
+    @cuda.jit
+    def persistent(xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
+        part = cuda.shared.array((U, QS, KS + 1), ftype)
+        sums = cuda.shared.array((U, QS), ftype)
+        ws = cuda.shared.array((WROWS, WCOLS), ftype)
+        acc = cuda.local.array(QS, ftype)
+        xs = cuda.local.array(BT, ftype)
+        pre = cuda.local.array(4, ftype)
+        grid = cuda.cg.this_grid()
+        if cache:
+            load_ws(ws, w_hh)
+        T = y.shape[1] if bf else y.shape[0]
+        for s in range(T):
+            hcur = hbuf[s % 2]
+            hnxt = hbuf[(s + 1) % 2]
+            phase_first(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0,
+                        part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+            grid.sync()
+            if n_plans == 2:
+                phase_last(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0,
+                           part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+                grid.sync()
+
+    def make_step(phase):
+        @cuda.jit
+        def step(s, xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
+            part = cuda.shared.array((U, QS, KS + 1), ftype)
+            sums = cuda.shared.array((U, QS), ftype)
+            acc = cuda.local.array(QS, ftype)
+            xs = cuda.local.array(BT, ftype)
+            pre = cuda.local.array(4, ftype)
+            phase(s, xg, w_hh, w_hh, b_hh, lengths, hbuf[s % 2], hbuf[(s + 1) % 2], c, y, rh,
+                  reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+
+        return step
+
+    steps = [make_step(phase_first)] + ([make_step(phase_last)] if n_plans == 2 else [])
+    return persistent, steps
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_bias_kernel(dtype_name):
+    """out[r, c] = sum_k a[r, k] * w[c, k] + b[c]: the input projection when the caller's arrays
+    come from no library with a BLAS (numba device arrays). Shared-memory tiles of GEMM_TILE²,
+    one output per thread; launch with gemm_grid()."""
+    TS = GEMM_TILE
+    ftype = _numba_type(dtype_name)
+    zero = _np_type(dtype_name)(0)
+
+    @cuda.jit
+    def gemm_bias(a, w, b, out):
+        ta = cuda.shared.array((TS, TS + 1), ftype)
+        tw = cuda.shared.array((TS, TS + 1), ftype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        r = cuda.blockIdx.y * TS + ty
+        col = cuda.blockIdx.x * TS + tx
+        M, K = a.shape
+        C = w.shape[0]
+        wrow = cuda.blockIdx.x * TS + ty
+        s = zero
+        for k0 in range(0, K, TS):
+            k = k0 + tx
+            ta[ty, tx] = a[r, k] if (r < M and k < K) else zero
+            tw[ty, tx] = w[wrow, k] if (wrow < C and k < K) else zero
+            cuda.syncthreads()
+            for kk in range(TS):
+                s += ta[ty, kk] * tw[tx, kk]
+            cuda.syncthreads()
+        if r < M and col < C:
+            out[r, col] = s + b[col]
+
+    return gemm_bias
+
+
+def gemm_grid(M, C):
+    return (_ceil_div(C, GEMM_TILE), _ceil_div(M, GEMM_TILE)), (GEMM_TILE, GEMM_TILE)
+
+
+@functools.lru_cache(maxsize=None)
+def copy_kernel(dtype_name):
+    """dst[i, j] = src[i, j] (or 0 where zero is true), grid-stride over the elements."""
+
+    zero = _np_type(dtype_name)(0)
+
+    @cuda.jit
+    def copy2d(src, dst, zero_fill):
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        R, C = dst.shape
+        for i in range(start, R * C, stride):
+            r = i // C
+            col = i - r * C
+            dst[r, col] = zero if zero_fill else src[r, col]
+
+    return copy2d
+
+
+COPY_BLOCK = 32 if SIMULATOR else 256
+
+
+def copy_grid(n):
+    return max(1, min(_ceil_div(n, COPY_BLOCK), 1 if SIMULATOR else 1024)), COPY_BLOCK

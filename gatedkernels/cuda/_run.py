@@ -1,0 +1,246 @@
+"""Drivers of the CUDA path: check the arrays, allocate in the caller's library, launch.
+
+Shapes are checked with the CPU API's messages (SPEC §1 letters). Nothing here synchronises
+with the host, except reading a `lengths` array that lives on the device (its range must be
+checked) and the first call of a kernel (compilation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gatedkernels import _api
+from gatedkernels._device import device_kind
+from gatedkernels.cuda import _kernels
+from gatedkernels.cuda._interop import (
+    FLOAT_DTYPES, copy2d, dummy, fill_zero, library_of, zeros_1d,
+)
+from gatedkernels.cuda._numba import SIMULATOR, cuda, numba
+
+LSTM, GRU, RNN = _api.LSTM, _api.GRU, _api.RNN
+IMPLS = ("auto", "persistent", "loop")
+
+
+def _view(lib, a, name, dtype=None):
+    """A Numba view of a device array argument, in `dtype` (cast by the caller's library when it
+    can). Host arrays are refused: mixing them in would hide a host-to-device copy per call."""
+    if a is None:
+        raise TypeError(f"{name}: expected a device array, got None")
+    if device_kind(a) is None:
+        raise TypeError(f"{name}: expected a CUDA device array like x, got {type(a).__name__} "
+                        f"(move it to the GPU once, e.g. with module.to('cuda'))")
+    v = lib.view(a)
+    if np.dtype(v.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {v.dtype}")
+    if dtype is not None and np.dtype(v.dtype) != dtype:
+        v = lib.view(lib.cast(a, dtype, name))
+    return v
+
+
+def _vector(lib, b, name, G, H, kind, dtype):
+    if b is None:
+        return zeros_1d(G * H, dtype)
+    v = _view(lib, b, name, dtype)
+    _api.expect_shape(v, name, (_api.gate_rows(kind),), (G * H,))
+    return v
+
+
+def _state(lib, a, name, letter, N, size, dtype, unbatched):
+    if a is None:
+        return lib.view(lib.zeros((N, size), dtype))
+    v = _view(lib, a, name, dtype)
+    if unbatched:
+        _api.expect_shape(v, name, (letter,), (size,))
+    else:
+        _api.expect_shape(v, name, ("N", letter), (N, size))
+    return v.reshape(N, size)
+
+
+def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False):
+    """One step on the device. Returns (h1, c1) in the library of x (c1 None unless LSTM)."""
+    lib = library_of(x, device_kind(x))
+    xv = _view(lib, x, "x")
+    dt = np.dtype(xv.dtype)
+    if len(xv.shape) not in (1, 2):
+        raise ValueError(f"x: expected [N, I] or [I], got {tuple(xv.shape)}")
+    unbatched = len(xv.shape) == 1
+    X = xv.reshape(1, xv.shape[0]) if unbatched else xv
+    N, I = X.shape
+    if N < 1 or I < 1:
+        raise ValueError(f"x: N and I must be at least 1, got {tuple(xv.shape)}")
+    G = _api.GATES[kind]
+    rows = _api.gate_rows(kind)
+    whh = _view(lib, w_hh, "w_hh", dt)
+    if len(whh.shape) != 2 or whh.shape[0] == 0 or whh.shape[0] % G:
+        raise ValueError(f"w_hh: expected [{rows}, H] (rows a positive multiple of {G}), "
+                         f"got {tuple(whh.shape)}")
+    H = whh.shape[0] // G
+    if w_hr is not None:
+        raise NotImplementedError("w_hr: LSTM projections run on the CPU only for now")
+    _api.expect_shape(whh, "w_hh", (rows, "H"), (G * H, H))
+    wih = _view(lib, w_ih, "w_ih", dt)
+    _api.expect_shape(wih, "w_ih", (rows, "I"), (G * H, I))
+    bih = _vector(lib, b_ih, "b_ih", G, H, kind, dt)
+    bhh = _vector(lib, b_hh, "b_hh", G, H, kind, dt)
+    hv = _state(lib, h, "h", "H", N, H, dt, unbatched)
+    d = dummy(dt)
+    cv = _state(lib, c, "c", "H", N, H, dt, unbatched) if kind == LSTM else d
+    h1 = lib.empty((N, H), dt)
+    c1 = lib.empty((N, H), dt) if kind == LSTM else None
+    h1v = lib.view(h1)
+    c1v = lib.view(c1) if kind == LSTM else d
+    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name)
+    rh = lib.view(lib.empty((N, H), dt)) if len(kernels) == 2 else d
+    grid = _kernels.grid_for(H, N)
+    block = (_kernels.KS, _kernels.U_STEP)
+    for k in kernels:
+        k[grid, block, lib.stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, rh)
+    if unbatched:
+        h1 = h1.reshape(H)
+        c1 = None if c1 is None else c1.reshape(H)
+    return h1, c1
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _coop_limit(kernel, args, block):
+    """How many blocks of `kernel` can be co-resident (the cooperative launch limit)."""
+    if SIMULATOR:
+        return 1  # the simulator runs a cooperative grid as one block only
+    sig = tuple(numba.typeof(a) for a in args)
+    overload = kernel.compile(sig)
+    return int(overload.max_cooperative_grid_blocks(block))
+
+
+def _lengths(lib, lengths, N, T, stream):
+    if lengths is None:
+        return cuda.to_device(np.full(N, T, np.int32), stream=stream)
+    if device_kind(lengths) is not None:
+        host = lib.view(lengths).copy_to_host()  # range check needs the values (one sync)
+    else:
+        host = lengths
+    host = _api.check_lengths(host, N, T)
+    return cuda.to_device(host.astype(np.int32), stream=stream)
+
+
+def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, impl="auto",
+             dtype=None):
+    """A whole sequence on the device.
+
+    layers: [(w_ih, w_hh, b_ih, b_hh)] per layer-direction, layer-major (device arrays or
+    None biases). Returns (y, h_n, c_n) in the library of x (c_n None unless LSTM).
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    lib = library_of(x, device_kind(x))
+    xv = _view(lib, x, "x", dtype)
+    dt = np.dtype(xv.dtype)
+    G = _api.GATES[kind]
+    shape = tuple(xv.shape)
+    if len(shape) == 2:
+        unbatched, bf = True, False
+        _api.expect_shape(xv, "x", ("T", "I"), (shape[0], I))
+        X = xv.reshape(shape[0], 1, I)
+    elif len(shape) == 3:
+        unbatched, bf = False, bool(batch_first)
+        letters = ("N", "T", "I") if bf else ("T", "N", "I")
+        _api.expect_shape(xv, "x", letters, (shape[0], shape[1], I))
+        X = xv
+    else:
+        raise ValueError(f"x: expected [{'N, T' if batch_first else 'T, N'}, I] or unbatched "
+                         f"[T, I], got {shape}")
+    T, N = (X.shape[1], X.shape[0]) if bf else (X.shape[0], X.shape[1])
+    if T < 1 or N < 1:
+        raise ValueError(f"x: T and N must be at least 1, got {shape}")
+    h0, c0 = _api.split_lstm_hx(hx, "(h0, c0)") if kind == LSTM else (hx, None)
+    lead = ("L*D",) if unbatched else ("L*D", "N")
+    lead_v = (L * D,) if unbatched else (L * D, N)
+    if h0 is not None:
+        h0 = _view(lib, h0, "h0", dt)
+        _api.expect_shape(h0, "h0", lead + ("H",), lead_v + (H,))
+        h0 = h0.reshape(L * D, N, H)
+    if c0 is not None:
+        c0 = _view(lib, c0, "c0", dt)
+        _api.expect_shape(c0, "c0", lead + ("H",), lead_v + (H,))
+        c0 = c0.reshape(L * D, N, H)
+    stream = lib.stream
+    lens = _lengths(lib, lengths, N, T, stream)
+
+    outer = (N, T) if bf else (T, N)
+    make = lib.zeros if lengths is not None else lib.empty
+    ys = [make(outer + (D * H,), dt) for _ in range(min(L, 2))]
+    hn = lib.empty((L * D, N, H), dt)
+    cn = lib.empty((L * D, N, H), dt) if kind == LSTM else None
+    hnv = lib.view(hn)
+    cnv = lib.view(cn) if kind == LSTM else None
+    hbuf = lib.view(lib.empty((2, N, H), dt))
+    xg = lib.view(lib.empty((T * N, G * H), dt))
+    xg3 = xg.reshape(outer + (G * H,))
+    d1 = dummy(dt)
+    n_plans = len(_kernels.plans(kind, lbr))
+    rh = lib.view(lib.empty((N, H), dt)) if n_plans == 2 else d1
+
+    layer_in = X.reshape(T * N, I)
+    for layer in range(L):
+        y = ys[layer % 2]
+        yv = lib.view(y)
+        for d in range(D):
+            w_ih, w_hh, b_ih, b_hh = layers[layer * D + d]
+            ld = layer * D + d
+            bih = b_ih if b_ih is not None else zeros_1d(G * H, dt)
+            bhh = b_hh if b_hh is not None else zeros_1d(G * H, dt)
+            lib.addmm(layer_in, w_ih, bih, xg)
+            if h0 is not None:
+                copy2d(h0[ld], hbuf[0], stream)
+            else:
+                fill_zero(hbuf[0], stream)
+            if kind == LSTM:
+                cv = cnv[ld]
+                if c0 is not None:
+                    copy2d(c0[ld], cv, stream)
+                else:
+                    fill_zero(cv, stream)
+            else:
+                cv = d1
+            _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh,
+                        d == 1, d * H, T, N, H, stream)
+            copy2d(hbuf[T % 2], hnv[ld], stream)
+        layer_in = yv.reshape(T * N, D * H)
+    y = ys[(L - 1) % 2]
+    if unbatched:
+        y = y.reshape(T, D * H)
+        hn = hn.reshape(L * D, H)
+        cn = None if cn is None else cn.reshape(L * D, H)
+    return y, hn, cn
+
+
+def _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, reverse,
+                col0, T, N, H, stream):
+    G = _api.GATES[kind]
+    nbt = -(-N // _kernels.BT)
+    if impl != "loop":
+        U, cache_ok = _kernels.seq_units(G, H, dt.itemsize)
+        block = (_kernels.KS, U)
+        nub = -(-H // U)
+        probe, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U)
+        args0 = (xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, int(reverse), int(col0))
+        limit = _coop_limit(probe, args0, block)
+        cache = cache_ok and nub <= limit
+        persistent, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf,
+                                                  H if cache else 0, U)
+        if cache:
+            limit = min(limit, _coop_limit(persistent, args0, block))
+        if limit >= 1 and (not cache or nub <= limit):
+            grid = nub if cache else max(1, min(nub * nbt, limit))
+            persistent[grid, block, stream](*args0)
+            return
+        if impl == "persistent":
+            raise RuntimeError("impl='persistent': no cooperative launch fits this device")
+    U = _kernels.U_STEP
+    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U)
+    grid = (-(-H // U)) * nbt
+    block = (_kernels.KS, U)
+    for s in range(T):
+        for k in steps:
+            k[grid, block, stream](s, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, int(reverse),
+                                   int(col0))
