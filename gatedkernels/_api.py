@@ -11,6 +11,7 @@ import operator
 import numpy as np
 
 from gatedkernels import _config, _ext
+from gatedkernels._device import cuda_module, device_kind
 
 LSTM, GRU, RNN = _ext.LSTM, _ext.GRU, _ext.RNN
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
@@ -154,6 +155,11 @@ PACK_PER_CALL_ROWS = 16
 def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out=None):
     """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM);
     `out` is None, h1 or (h1, c1): caller-owned buffers written in place."""
+    if device_kind(x) is not None:  # a CUDA array: the GPU path, outputs of the same kind
+        if out is not None:
+            raise TypeError("out: device calls return arrays of the caller's library; out= "
+                            "takes NumPy buffers only")
+        return cuda_module()._run.cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr, relu)
     x = float_array(x, "x")
     dt = x.dtype
     if x.ndim not in (1, 2):
@@ -450,8 +456,12 @@ def lstm(x, hx, weights, *, num_layers=1, bidirectional=False, batch_first=False
 
     `weights` maps PyTorch's parameter names (``weight_ih_l0`` ...; ``weight_hr_l0`` for a
     projection) to arrays. The weights are packed on every call: hold an ``LSTM`` module to pack
-    them once.
+    them once. CUDA arrays (torch, CuPy, Numba) run on the GPU (see ``gatedkernels.cuda``).
     """
+    if device_kind(x) is not None:
+        return cuda_module().lstm(x, hx, weights, num_layers=num_layers,
+                                  bidirectional=bidirectional, batch_first=batch_first,
+                                  lengths=lengths)
     dt = _sequence_dtype(x)
     k = _functional_kernel(LSTM, weights, dt, num_layers, bidirectional)
     y, hn, cn = run_sequence(k, x, hx, lengths, batch_first, dt)
@@ -461,6 +471,10 @@ def lstm(x, hx, weights, *, num_layers=1, bidirectional=False, batch_first=False
 def gru(x, hx, weights, *, num_layers=1, bidirectional=False, batch_first=False, lengths=None,
         linear_before_reset=True):
     """A whole GRU sequence: ``output, h_n = gru(x, h0, weights, ...)`` (see ``lstm``)."""
+    if device_kind(x) is not None:
+        return cuda_module().gru(x, hx, weights, num_layers=num_layers,
+                                 bidirectional=bidirectional, batch_first=batch_first,
+                                 lengths=lengths, linear_before_reset=linear_before_reset)
     dt = _sequence_dtype(x)
     k = _functional_kernel(GRU, weights, dt, num_layers, bidirectional,
                            lbr=bool(linear_before_reset))
@@ -472,6 +486,10 @@ def rnn(x, hx, weights, *, num_layers=1, bidirectional=False, batch_first=False,
         nonlinearity="tanh"):
     """A whole Elman RNN sequence: ``output, h_n = rnn(x, h0, weights, ...)`` (see ``lstm``)."""
     relu = check_nonlinearity(nonlinearity)
+    if device_kind(x) is not None:
+        return cuda_module().rnn(x, hx, weights, num_layers=num_layers,
+                                 bidirectional=bidirectional, batch_first=batch_first,
+                                 lengths=lengths, nonlinearity=nonlinearity)
     dt = _sequence_dtype(x)
     k = _functional_kernel(RNN, weights, dt, num_layers, bidirectional, relu=relu)
     y, hn, _ = run_sequence(k, x, hx, lengths, batch_first, dt)

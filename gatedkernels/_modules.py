@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from gatedkernels import _api, _config, _ext, reference
+from gatedkernels._device import cuda_module, device_kind
 from gatedkernels._api import check_size, float_array, to_numpy
 
 # Cell kinds (the class names LSTM, GRU, RNN below are the modules).
@@ -72,6 +73,8 @@ class _Module:
         self.dtype = _check_dtype(dtype)
         self.backend = _check_backend(backend)
         self._lbr, self._relu = lbr, relu
+        self.device = "cpu"
+        object.__setattr__(self, "_dev", None)
 
     def _init_params(self, seed, rng):
         rng = np.random.default_rng(seed) if rng is None else rng
@@ -85,6 +88,37 @@ class _Module:
         params = _api.load_params(mapping, **self._load_args())
         object.__setattr__(self, "_params", params)
         self._pack()
+        object.__setattr__(self, "_dev", None)  # device copies are of the old weights
+        if self.device == "cuda":
+            self._device_params()
+
+    def _place(self, device):
+        if device is not None:
+            self.to(device)
+
+    def to(self, device):
+        """``to("cuda")`` keeps device copies of the weights (needs gatedkernels[cuda12] or
+        [cuda13]) for calls on device arrays; ``to("cpu")`` drops them. Returns self. NumPy input
+        always runs on the CPU; device input (torch CUDA tensors, CuPy, Numba) always runs on the
+        GPU, uploading the weights on first use when the module was not moved."""
+        dev = str(device)
+        if dev.startswith("cuda"):
+            object.__setattr__(self, "device", "cuda")
+            self._device_params()
+        elif dev == "cpu":
+            object.__setattr__(self, "device", "cpu")
+            object.__setattr__(self, "_dev", None)
+        else:
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        return self
+
+    def _device_params(self):
+        """{name: Numba device array} of the parameters, uploaded once per weight change."""
+        dev = self.__dict__.get("_dev")
+        if dev is None:
+            dev = cuda_module().to_device_params(self._params)
+            object.__setattr__(self, "_dev", dev)
+        return dev
 
     def __getattr__(self, name):
         params = self.__dict__.get("_params")
@@ -104,6 +138,7 @@ class _Module:
         # kernel build of the loading process (its CPU may differ).
         state = dict(self.__dict__)
         state.pop("_kernel", None)
+        state["_dev"] = None  # device copies are re-made on first use in the loading process
         return state
 
     def __setstate__(self, state):
@@ -160,6 +195,8 @@ class _CellModule(_Module):
     def _step(self, x, h, c, out=None):
         """Shared cell call: returns (h1, c1), c1 None unless LSTM; `out` as in _api._outputs."""
         dt = self.dtype
+        if device_kind(x) is not None:
+            return self._step_device(x, h, c, out)
         x = float_array(x, "x", dt)
         I, H = self.input_size, self.hidden_size
         if x.ndim == 1:
@@ -195,6 +232,15 @@ class _CellModule(_Module):
         if unbatched:
             return h1[0], None if c1 is None else c1[0]
         return h1, c1
+
+    def _step_device(self, x, h, c, out):
+        if out is not None:
+            raise TypeError("out: device calls return arrays of the caller's library; out= "
+                            "takes NumPy buffers only")
+        p = self._device_params()
+        return cuda_module()._run.cell(
+            self._kind, x, h, c, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+            p.get("bias_hh"), None, self._lbr, self._relu, dtype=self.dtype, I=self.input_size)
 
     def stream(self, batch_size=1, hx=None):
         """A stateful streaming object for this cell: ``s = cell.stream(N)``, then per time step
@@ -233,9 +279,10 @@ class LSTMCell(_CellModule):
     """``torch.nn.LSTMCell``: ``h1, c1 = cell(x, (h, c))``; x [N, I] or [I]."""
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None,
-                 rng=None, backend="cpu"):
+                 rng=None, backend="cpu", device=None):
         super().__init__(LSTM_KIND, input_size, hidden_size, bias, True, False, dtype, seed, rng,
                          backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, out=None):
         """out=(h1, c1): caller-owned buffers [N, H] written in place (no allocation)."""
@@ -252,10 +299,11 @@ class GRUCell(_CellModule):
     / ONNX-default / Keras ``reset_after=False`` variant."""
 
     def __init__(self, input_size, hidden_size, bias=True, *, linear_before_reset=True,
-                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+                 dtype=np.float32, seed=None, rng=None, backend="cpu", device=None):
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(GRU_KIND, input_size, hidden_size, bias, self.linear_before_reset, False,
                          dtype, seed, rng, backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, out=None):
         """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
@@ -270,11 +318,12 @@ class RNNCell(_CellModule):
     """``torch.nn.RNNCell``: ``h1 = cell(x, h)``, nonlinearity 'tanh' or 'relu'."""
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *,
-                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+                 dtype=np.float32, seed=None, rng=None, backend="cpu", device=None):
         relu = _api.check_nonlinearity(nonlinearity)
         self.nonlinearity = nonlinearity
         super().__init__(RNN_KIND, input_size, hidden_size, bias, True, relu, dtype, seed, rng,
                          backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, out=None):
         """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
@@ -325,6 +374,17 @@ class _SequenceModule(_Module):
         object.__setattr__(self, "_kernel", kernel)
 
     def _forward(self, x, hx, lengths):
+        if device_kind(x) is not None:
+            if self.proj_size:
+                raise NotImplementedError("proj_size: LSTM projections run on the CPU only "
+                                          "for now")
+            p = self._device_params()
+            D = 2 if self.bidirectional else 1
+            layers = [t[:4] for t in _api.layer_tuples(p, self.num_layers, self.bidirectional,
+                                                       self.bias, 0)]
+            return cuda_module()._run.sequence(
+                self._kind, self._lbr, self._relu, layers, self.input_size, self.hidden_size,
+                self.num_layers, D, x, hx, lengths, self.batch_first, dtype=self.dtype)
         if self.backend == "cpu":
             return _api.run_sequence(self._kernel, x, hx, lengths, self.batch_first, self.dtype)
         # The reference backend: the same validation, then the NumPy oracle.
@@ -371,10 +431,11 @@ class LSTM(_SequenceModule):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, proj_size=0, *, dropout=0.0, dtype=np.float32, seed=None,
-                 rng=None, backend="cpu"):
+                 rng=None, backend="cpu", device=None):
         self.dropout = _check_dropout(dropout)
         super().__init__(LSTM_KIND, input_size, hidden_size, num_layers, bias, batch_first,
                          bidirectional, proj_size, True, False, dtype, seed, rng, backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, lengths=None):
         y, hn, cn = self._forward(x, hx, lengths)
@@ -390,12 +451,13 @@ class GRU(_SequenceModule):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, *, linear_before_reset=True, dropout=0.0,
-                 dtype=np.float32, seed=None, rng=None, backend="cpu"):
+                 dtype=np.float32, seed=None, rng=None, backend="cpu", device=None):
         self.dropout = _check_dropout(dropout)
         self.linear_before_reset = bool(linear_before_reset)
         super().__init__(GRU_KIND, input_size, hidden_size, num_layers, bias, batch_first,
                          bidirectional, 0, self.linear_before_reset, False, dtype, seed, rng,
                          backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, lengths=None):
         y, hn, _ = self._forward(x, hx, lengths)
@@ -411,12 +473,13 @@ class RNN(_SequenceModule):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, bidirectional=False, *, dropout=0.0, dtype=np.float32,
-                 seed=None, rng=None, backend="cpu"):
+                 seed=None, rng=None, backend="cpu", device=None):
         self.dropout = _check_dropout(dropout)
         relu = _api.check_nonlinearity(nonlinearity)
         self.nonlinearity = nonlinearity
         super().__init__(RNN_KIND, input_size, hidden_size, num_layers, bias, batch_first,
                          bidirectional, 0, True, relu, dtype, seed, rng, backend)
+        self._place(device)
 
     def __call__(self, x, hx=None, *, lengths=None):
         y, hn, _ = self._forward(x, hx, lengths)

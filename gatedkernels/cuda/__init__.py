@@ -21,12 +21,21 @@ Not yet on the GPU: LSTM projections (``proj_size``/``w_hr``), the float16 path.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from gatedkernels import _api
 from gatedkernels.cuda._numba import SIMULATOR, is_available
 from gatedkernels.cuda._run import IMPLS, cell, sequence
 
-__all__ = ["is_available", "SIMULATOR", "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru",
+__all__ = ["is_available", "to_device_params", "SIMULATOR", "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru",
            "rnn", "IMPLS"]
+
+
+def to_device_params(params):
+    """{name: Numba device array} copies of a module's NumPy parameters."""
+    from gatedkernels.cuda._numba import cuda
+
+    return {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in params.items()}
 
 
 def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None):

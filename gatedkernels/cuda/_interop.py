@@ -56,8 +56,17 @@ class NumbaLib:
         return v
 
     def cast(self, a, dtype, name):
-        raise TypeError(f"{name}: expected {np.dtype(dtype)} like x, got {a.dtype} (a Numba "
-                        f"device array cannot be cast on the device; cast it first)")
+        """A new C-contiguous array of `dtype` with a's values (a copy kernel on the device)."""
+        v = self.view(a)
+        if not v.is_c_contiguous():
+            raise TypeError(f"{name}: expected {np.dtype(dtype)}, got a non-contiguous "
+                            f"{v.dtype} device array (cast it first)")
+        out = self.empty(v.shape, dtype)
+        shape = tuple(v.shape)
+        rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        cols = shape[-1] if shape else 1
+        copy2d(v.reshape(rows, cols), out.reshape(rows, cols), self.stream)
+        return out
 
     def addmm(self, a, w, b, out):
         """out = a @ w.T + b on Numba views."""

@@ -38,6 +38,7 @@ if SIMULATOR:
 else:
     KS, U_STEP, BT = 32, 4, 8
     GEMM_TILE = 16
+KS1 = KS + 1  # padded lane stride of the reduction buffer: conflict-free writes and reads
 
 # Modes of the pointwise epilogue.
 M_LSTM, M_RNN, M_GRU_LBR, M_GRU_R, M_GRU_MAIN = range(5)
@@ -165,7 +166,7 @@ def _step_kernel(plan, relu, dtype_name):
         acc = cuda.local.array(QS, ftype)
         xs = cuda.local.array(BT, ftype)
         pre = cuda.local.array(NS, ftype)
-        part = cuda.shared.array((U, QS, KS + 1), ftype)
+        part = cuda.shared.array((U, QS, KS1), ftype)
         sums = cuda.shared.array((U, QS), ftype)
         for q in range(QS):
             acc[q] = 0
@@ -365,7 +366,7 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U):
 
     @cuda.jit
     def persistent(xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
-        part = cuda.shared.array((U, QS, KS + 1), ftype)
+        part = cuda.shared.array((U, QS, KS1), ftype)
         sums = cuda.shared.array((U, QS), ftype)
         ws = cuda.shared.array((WROWS, WCOLS), ftype)
         acc = cuda.local.array(QS, ftype)
@@ -389,7 +390,7 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U):
     def make_step(phase):
         @cuda.jit
         def step(s, xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
-            part = cuda.shared.array((U, QS, KS + 1), ftype)
+            part = cuda.shared.array((U, QS, KS1), ftype)
             sums = cuda.shared.array((U, QS), ftype)
             acc = cuda.local.array(QS, ftype)
             xs = cuda.local.array(BT, ftype)
@@ -412,13 +413,14 @@ def gemm_bias_kernel(dtype_name):
     come from no library with a BLAS (numba device arrays). Shared-memory tiles of GEMM_TILE²,
     one output per thread; launch with gemm_grid()."""
     TS = GEMM_TILE
+    TS1 = TS + 1
     ftype = _numba_type(dtype_name)
     zero = _np_type(dtype_name)(0)
 
     @cuda.jit
     def gemm_bias(a, w, b, out):
-        ta = cuda.shared.array((TS, TS + 1), ftype)
-        tw = cuda.shared.array((TS, TS + 1), ftype)
+        ta = cuda.shared.array((TS, TS1), ftype)
+        tw = cuda.shared.array((TS, TS1), ftype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         r = cuda.blockIdx.y * TS + ty

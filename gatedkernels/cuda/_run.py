@@ -55,15 +55,20 @@ def _state(lib, a, name, letter, N, size, dtype, unbatched):
     return v.reshape(N, size)
 
 
-def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False):
-    """One step on the device. Returns (h1, c1) in the library of x (c1 None unless LSTM)."""
+def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False, dtype=None,
+         I=None):
+    """One step on the device. Returns (h1, c1) in the library of x (c1 None unless LSTM).
+    Computes in x's dtype, or in `dtype` (a module's); `I` (a module's input size) is checked
+    against x first when given."""
     lib = library_of(x, device_kind(x))
-    xv = _view(lib, x, "x")
+    xv = _view(lib, x, "x", dtype)
     dt = np.dtype(xv.dtype)
     if len(xv.shape) not in (1, 2):
         raise ValueError(f"x: expected [N, I] or [I], got {tuple(xv.shape)}")
     unbatched = len(xv.shape) == 1
     X = xv.reshape(1, xv.shape[0]) if unbatched else xv
+    if I is not None and X.shape[1] != I:
+        raise ValueError(f"x: expected [N, I] = [N, {I}] or [I], got {tuple(xv.shape)}")
     N, I = X.shape
     if N < 1 or I < 1:
         raise ValueError(f"x: N and I must be at least 1, got {tuple(xv.shape)}")
