@@ -8,8 +8,25 @@ Every numeric comparison in the suite goes through one of these, so the bounds l
   float32: the bound is relative to what a plain float32 implementation gets (flash-attention's
   approach).
 """
+import os
+
 import numpy as np
 import pytest
+
+
+def _has_nvidia_gpu():
+    """A GPU with a loaded driver, found without importing numba (its config is read once)."""
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return False
+
+
+# The CUDA kernels run in numba's simulator on machines without a GPU (CI): set before anything
+# imports numba. On a GPU machine they run for real; NUMBA_ENABLE_CUDASIM set by hand wins.
+HAS_GPU = _has_nvidia_gpu()
+if not HAS_GPU:
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import gatedkernels as gk
 from gatedkernels import _ext
