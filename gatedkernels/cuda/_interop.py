@@ -58,14 +58,21 @@ class NumbaLib:
     def cast(self, a, dtype, name):
         """A new C-contiguous array of `dtype` with a's values (a copy kernel on the device)."""
         v = self.view(a)
-        if not v.is_c_contiguous():
-            raise TypeError(f"{name}: expected {np.dtype(dtype)}, got a non-contiguous "
-                            f"{v.dtype} device array (cast it first)")
-        out = self.empty(v.shape, dtype)
         shape = tuple(v.shape)
-        rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        cols = shape[-1] if shape else 1
-        copy2d(v.reshape(rows, cols), out.reshape(rows, cols), self.stream)
+        out = self.empty(shape, dtype)
+        if len(shape) == 2:
+            copy2d(v, out, self.stream)
+        elif len(shape) == 1:
+            if not v.is_c_contiguous():
+                raise TypeError(f"{name}: expected {np.dtype(dtype)}, got a strided {v.dtype} "
+                                f"device vector (cast it first)")
+            copy2d(v.reshape(1, shape[0]), out.reshape(1, shape[0]), self.stream)
+        elif v.is_c_contiguous():
+            rows = int(np.prod(shape[:-1]))
+            copy2d(v.reshape(rows, shape[-1]), out.reshape(rows, shape[-1]), self.stream)
+        else:
+            for i in range(shape[0]):  # a strided 3-D array: one 2-D copy per leading index
+                copy2d(v[i], out[i], self.stream)
         return out
 
     def addmm(self, a, w, b, out):
@@ -86,6 +93,8 @@ class TorchLib(NumbaLib):
                        np.dtype(np.float64): self.torch.float64}
 
     def view(self, a):
+        if hasattr(a, "_numba_type_"):  # already a Numba array (a module's weights)
+            return a
         if type(a).__module__.startswith("torch"):
             a = a.detach()
         return cuda.as_cuda_array(a, sync=False)
@@ -116,6 +125,8 @@ class CupyLib(NumbaLib):
         self.stream = _numba_stream(self.cp.cuda.get_current_stream().ptr)
 
     def view(self, a):
+        if hasattr(a, "_numba_type_"):
+            return a
         return cuda.as_cuda_array(a, sync=False)
 
     def empty(self, shape, dtype):

@@ -33,6 +33,8 @@ def _view(lib, a, name, dtype=None):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {v.dtype}")
     if dtype is not None and np.dtype(v.dtype) != dtype:
         v = lib.view(lib.cast(a, dtype, name))
+    elif len(v.shape) >= 2 and not v.is_c_contiguous():
+        v = lib.view(lib.cast(a, v.dtype, name))  # a contiguous copy, on the device
     return v
 
 
