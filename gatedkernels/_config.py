@@ -93,7 +93,27 @@ def config():
         "machine": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "cuda": _cuda_status(),
     }
+
+
+def _cuda_status():
+    """What the GPU path would use, read from package metadata: nothing here imports numba."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("numba-cuda")
+    except metadata.PackageNotFoundError:
+        return "not installed (pip install 'gatedkernels[cuda12]' or '[cuda13]')"
+    import os
+
+    gpu = "no NVIDIA driver found"
+    try:
+        if os.listdir("/proc/driver/nvidia/gpus"):
+            gpu = "NVIDIA driver present"
+    except OSError:
+        pass
+    return f"numba-cuda {version}, {gpu}; device arrays (torch, CuPy, Numba) run on the GPU"
 
 
 def show_config():
@@ -106,3 +126,4 @@ def show_config():
           f"{', '.join(c['isa_supported'])}")
     print(f"  threads      : {c['num_threads']} (gk.set_num_threads / GATEDKERNELS_NUM_THREADS)")
     print(f"  platform     : {c['machine']}, Python {c['python']}, NumPy {c['numpy']}")
+    print(f"  cuda         : {c['cuda']}")
