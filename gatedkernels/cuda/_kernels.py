@@ -33,10 +33,10 @@ LSTM, GRU, RNN = 0, 1, 2  # same codes as gatedkernels._ext
 
 # Block shape. On a GPU a unit's lanes are one warp; BT batch rows share each weight load.
 if SIMULATOR:
-    KS, U_STEP, BT = 4, 2, 2  # the simulator pays ~0.1-0.3 ms per thread: keep blocks tiny
+    KS, U_STEP, BT_MAX = 4, 2, 2  # the simulator pays ~0.1-0.3 ms per thread: keep blocks tiny
     GEMM_TILE = 4
 else:
-    KS, U_STEP, BT = 32, 4, 8
+    KS, U_STEP, BT_MAX = 32, 4, 8
     GEMM_TILE = 16
 KS1 = KS + 1  # padded lane stride of the reduction buffer: conflict-free writes and reads
 
@@ -63,9 +63,19 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def grid_for(H, N, U=None):
+def batch_tile(N):
+    """Batch rows per tile for a batch of N: the power of two >= N, at most BT_MAX (a lane
+    accumulates every row of its tile, so a tile wider than N wastes FLOPs)."""
+    bt = 1
+    while bt < N and bt < BT_MAX:
+        bt *= 2
+    return bt
+
+
+def grid_for(H, N, U=None, BT=None):
     """Blocks of a step launch: (unit blocks, batch tiles)."""
     U = U or U_STEP
+    BT = BT or batch_tile(N)
     return (_ceil_div(H, U), _ceil_div(N, BT))
 
 
@@ -73,7 +83,7 @@ def grid_for(H, N, U=None):
 
 
 @functools.lru_cache(maxsize=None)
-def _device_functions(dtype_name, relu):
+def _device_functions(dtype_name, relu, BT):
     """Activations, the dot-product accumulator and the cross-lane reduction for one dtype."""
     np_t = np.dtype(dtype_name).type
     zero, one = np_t(0), np_t(1)
@@ -136,19 +146,20 @@ def _np_type(dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def step_kernels(kind, lbr, relu, dtype_name):
+def step_kernels(kind, lbr, relu, dtype_name, BT=BT_MAX):
     """One time step on raw PyTorch-layout weights, one kernel per plan (the Cho GRU has two).
 
-    kernel[grid_for(H, N), (KS, U_STEP), stream](x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, rh)
+    kernel[grid_for(H, N, BT=BT), (KS, U_STEP), stream](x, h, c, w_ih, w_hh, b_ih, b_hh, h_out,
+    c_out, rh), BT = batch_tile(N) (or BT_MAX; any power of two up to BT_MAX works).
     c/c_out are used by the LSTM only and rh by the Cho GRU only (pass any 2-D array otherwise).
     """
-    return [_step_kernel(plan, relu, dtype_name) for plan in plans(kind, lbr)]
+    return [_step_kernel(plan, relu, dtype_name, BT) for plan in plans(kind, lbr)]
 
 
-def _step_kernel(plan, relu, dtype_name):
+def _step_kernel(plan, relu, dtype_name, BT):
     mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
     G = 4 if mode == M_LSTM else (1 if mode == M_RNN else 3)
-    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu)
+    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
     np_t = _np_type(dtype_name)
     one = np_t(1)
     QS = NS * BT
@@ -220,7 +231,7 @@ def _numba_type(dtype_name):
 # --------------------------------------------------------------------------- sequences
 
 
-def seq_units(G, P, itemsize):
+def seq_units(G, P, itemsize, BT=BT_MAX):
     """(U, fits) for the persistent kernel: the most units per block (U_STEP, 2 or 1) whose
     W_hh rows (G*U rows of P) fit in the 48 KiB of static shared memory a block may have next to
     the reduction buffers; (U_STEP, False) when not even one unit's rows fit."""
@@ -232,7 +243,7 @@ def seq_units(G, P, itemsize):
 
 
 @functools.lru_cache(maxsize=None)
-def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U):
+def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT_MAX):
     """(persistent, steps): the recurrence of one layer-direction over a whole sequence.
 
     persistent[grid, (KS, U_STEP), stream](xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse,
@@ -250,7 +261,7 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U):
     """
     plan_list = plans(kind, lbr)
     G = GATES[kind]
-    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu)
+    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
     np_t = _np_type(dtype_name)
     zero, one = np_t(0), np_t(1)
     ftype = _numba_type(dtype_name)

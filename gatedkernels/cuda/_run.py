@@ -95,9 +95,10 @@ def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False,
     c1 = lib.empty((N, H), dt) if kind == LSTM else None
     h1v = lib.view(h1)
     c1v = lib.view(c1) if kind == LSTM else d
-    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name)
+    bt = _kernels.batch_tile(N)
+    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name, bt)
     rh = lib.view(lib.empty((N, H), dt)) if len(kernels) == 2 else d
-    grid = _kernels.grid_for(H, N)
+    grid = _kernels.grid_for(H, N, BT=bt)
     block = (_kernels.KS, _kernels.U_STEP)
     for k in kernels:
         k[grid, block, lib.stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, rh)
@@ -224,17 +225,18 @@ def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, i
 def _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, reverse,
                 col0, T, N, H, stream):
     G = _api.GATES[kind]
-    nbt = -(-N // _kernels.BT)
+    bt = _kernels.batch_tile(N)
+    nbt = -(-N // bt)
     if impl != "loop":
-        U, cache_ok = _kernels.seq_units(G, H, dt.itemsize)
+        U, cache_ok = _kernels.seq_units(G, H, dt.itemsize, bt)
         block = (_kernels.KS, U)
         nub = -(-H // U)
-        probe, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U)
+        probe, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt)
         args0 = (xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, int(reverse), int(col0))
         limit = _coop_limit(probe, args0, block)
         cache = cache_ok and nub <= limit
         persistent, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf,
-                                                  H if cache else 0, U)
+                                                  H if cache else 0, U, bt)
         if cache:
             limit = min(limit, _coop_limit(persistent, args0, block))
         if limit >= 1 and (not cache or nub <= limit):
@@ -244,7 +246,7 @@ def _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, y
         if impl == "persistent":
             raise RuntimeError("impl='persistent': no cooperative launch fits this device")
     U = _kernels.U_STEP
-    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U)
+    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt)
     grid = (-(-H // U)) * nbt
     block = (_kernels.KS, U)
     for s in range(T):
