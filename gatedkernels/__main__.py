@@ -56,9 +56,24 @@ def _seq_fns(kind):
     return getattr(gk, kind), getattr(reference, kind)
 
 
-def self_check(rng):
+def _identity(a):
+    return a
+
+
+def self_check(rng, put=_identity, get=_identity, tag=""):
     """Every cell and variant, float64 and float32, functional cell, cell module and a 2-layer
-    bidirectional sequence with ragged lengths, against the float64 reference."""
+    bidirectional sequence with ragged lengths, against the float64 reference. `put` moves an
+    input array where the call should run (the GPU check passes device copies) and `get` brings
+    a result back to NumPy."""
+
+    def put_all(a):
+        return tuple(put(v) for v in a) if isinstance(a, tuple) else put(a)
+
+    def get_all(a):
+        if isinstance(a, (tuple, list)):
+            return tuple(get_all(v) for v in a)
+        return None if a is None else get(a)
+
     rows = []
     N, I, H, T = 3, 5, 11, 6
     G = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -78,23 +93,39 @@ def self_check(rng):
             args64 = [cast(x, np.float64), cast(hx, np.float64)] + [a.astype(np.float64) for a in w]
             oracle = f_ref(*args64, **kw)
             ref32 = f_ref(x, hx, *w, **kw) if dt == np.float32 else None
-            ok, msg = _error(f_gk(x, hx, *w, **kw), oracle, ref32)
-            rows.append((f"{_variant_name(kind, kw)} cell, {np.dtype(dt).name}", ok, msg))
+            got = get_all(f_gk(put(x), put_all(hx), *[put(a) for a in w], **kw))
+            ok, msg = _error(got, oracle, ref32)
+            rows.append((f"{tag}{_variant_name(kind, kw)} cell, {np.dtype(dt).name}", ok, msg))
 
             cls = {"lstm": gk.LSTM, "gru": gk.GRU, "rnn": gk.RNN}[kind]
             m = cls(I, H, num_layers=2, bidirectional=True, dtype=dt, seed=1, **kw)
             xs = rng.standard_normal((T, N, I)).astype(dt)
             lengths = np.array([T, 1, 4])
-            got = m(xs, lengths=lengths)
+            got = get_all(m(put(xs), lengths=lengths))
             s_ref = _seq_fns(kind)[1]
             sd64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
             seq_kw = dict(num_layers=2, bidirectional=True, lengths=lengths, **kw)
             oracle = s_ref(xs.astype(np.float64), None, sd64, **seq_kw)
             ref32 = s_ref(xs, None, m.state_dict(), **seq_kw) if dt == np.float32 else None
             ok, msg = _error(got, oracle, ref32)
-            rows.append((f"{_variant_name(kind, kw)} 2-layer bidirectional sequence with lengths, "
+            rows.append((f"{tag}{_variant_name(kind, kw)} 2-layer bidirectional sequence with "
+                         f"lengths, "
                          f"{np.dtype(dt).name}", ok, msg))
     return rows
+
+
+def gpu_self_check(rng):
+    """The self-check on the GPU (Numba device arrays), or (None, why) without one."""
+    from importlib import util
+
+    if util.find_spec("numba") is None:
+        return None, "numba-cuda is not installed (pip install 'gatedkernels[cuda12]')"
+    from gatedkernels.cuda._numba import SIMULATOR, cuda, is_available
+
+    if SIMULATOR or not is_available():
+        return None, "no CUDA GPU (the test suite runs these kernels in the simulator)"
+    return self_check(rng, put=cuda.to_device, get=lambda a: a.copy_to_host(),
+                      tag="GPU "), None
 
 
 def _torch():
@@ -191,6 +222,13 @@ def main(argv=None):
     width = max(len(r[0]) for r in rows)
     for name, ok, msg in rows:
         print(f"  {'ok  ' if ok else 'FAIL'} {name:<{width}}  {msg}")
+    gpu_rows, why = gpu_self_check(rng)
+    if gpu_rows is None:
+        print(f"  (GPU self-check skipped: {why})")
+    else:
+        for name, ok, msg in gpu_rows:
+            print(f"  {'ok  ' if ok else 'FAIL'} {name:<{width}}  {msg}")
+        rows += gpu_rows
     failed = [r for r in rows if not r[1]]
     print(f"  {len(rows) - len(failed)} of {len(rows)} checks passed")
     if failed:
