@@ -242,11 +242,23 @@ class _CellModule(_Module):
             self._kind, x, h, c, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
             p.get("bias_hh"), None, self._lbr, self._relu, dtype=self.dtype, I=self.input_size)
 
-    def stream(self, batch_size=1, hx=None):
+    def stream(self, batch_size=1, hx=None, *, device="cpu"):
         """A stateful streaming object for this cell: ``s = cell.stream(N)``, then per time step
         ``s.step(x, out)`` (x [N, I], or [I] when N == 1) writes the new hidden state into `out`
         and allocates nothing; ``out=None`` returns a new array. ``s.h`` / ``s.c`` read the state,
-        ``s.reset(h, c)`` sets it. The stream keeps the weights packed at this moment."""
+        ``s.reset(h, c)`` sets it. The stream keeps the weights packed at this moment.
+
+        ``device="cuda"``: the same on the GPU (``gatedkernels.cuda.DeviceStream``): ``h =
+        s.step(x)`` takes a device array and returns the new state as an array of x's library
+        (a view of the stream's buffer, valid until the step after next)."""
+        if str(device).startswith("cuda"):
+            s = cuda_module().DeviceStream(self, batch_size)
+            if hx is not None:
+                h, c = _api.split_lstm_hx(hx) if self._kind == LSTM_KIND else (hx, None)
+                s.reset(h, c)
+            return s
+        if device != "cpu":
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         if self._kernel is None:
             raise ValueError("stream() needs the compiled backend, not backend='reference'")
         s = _ext.Stream(self._kernel, check_size(batch_size, "batch_size", 1))

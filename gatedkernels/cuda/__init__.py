@@ -26,8 +26,9 @@ import numpy as np
 from gatedkernels import _api
 from gatedkernels.cuda._numba import SIMULATOR, is_available
 from gatedkernels.cuda._run import IMPLS, cell, sequence
+from gatedkernels.cuda._stream import DeviceStream
 
-__all__ = ["is_available", "to_device_params", "SIMULATOR", "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru",
+__all__ = ["is_available", "to_device_params", "DeviceStream", "SIMULATOR", "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru",
            "rnn", "IMPLS"]
 
 
