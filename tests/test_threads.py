@@ -52,6 +52,50 @@ def test_sequence_bitwise_identical_for_any_thread_count(kind, variant, rng, res
     assert_close32(results[-1], oracle, ref32, "threaded sequence")
 
 
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_dynamic_schedule_never_changes_a_bit(kind, variant, rng, restore_threads):
+    """The work items of a step (hidden blocks, and row chunks of them when the blocks are few:
+    here H = 64 and N = 160 give every build several chunks per block) are dealt out at run
+    time, so which thread runs which item differs from call to call. Many calls at 2 and 3
+    threads, with a busy thread competing for the cores to shake the schedule, must all
+    equal the 1-thread result to the bit."""
+    import hashlib
+    import threading
+
+    T, N, I, H = 5, 160, 24, 64
+    proj = 40 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True,
+                                      proj_size=proj, dtype=np.float32)
+    x = rng.standard_normal((T, N, I)).astype(np.float32)
+    lengths = _helpers.random_lengths(rng, N, T)
+    opts = dict(num_layers=2, bidirectional=True, lengths=lengths, **variant)
+
+    def call():
+        return [np.array(a, copy=True) for a in
+                _helpers.flatten(_helpers.call_sequence(gk, kind, x, None, weights, **opts))]
+
+    gk.set_num_threads(1)
+    want = call()
+    stop = threading.Event()
+
+    def busy():  # hashing a large buffer releases the GIL: CPU load that leaves ours alone
+        data = bytes(1 << 20)
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    noise = threading.Thread(target=busy)
+    noise.start()
+    try:
+        for n in (2, 3) * 8:
+            gk.set_num_threads(n)
+            for a, b in zip(want, call()):
+                assert np.array_equal(a, b), f"{n} threads"
+    finally:
+        stop.set()
+        noise.join()
+
+
 @pytest.mark.parametrize("kind,variant", VARIANTS[:1] + VARIANTS[2:], ids=IDS[:1] + IDS[2:])
 def test_cell_step_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
     N, I, H = 48, 64, 160

@@ -17,7 +17,7 @@ namespace GK_ISA {
 // LSTM: c' = f*c + i*g ; h' = o*tanh(c'). With a projection, `h1` receives o*tanh(c'), which the
 // caller then multiplies by W_hr.
 template <typename T>
-inline void lstm_pointwise(T pre_i, T pre_f, T pre_g, T pre_o, T c, T& c1, T& h1) {
+GK_INLINE void lstm_pointwise(T pre_i, T pre_f, T pre_g, T pre_o, T c, T& c1, T& h1) {
   const T i = sigmoid(pre_i);
   const T f = sigmoid(pre_f);
   const T g = tanh_act(pre_g);
@@ -28,14 +28,14 @@ inline void lstm_pointwise(T pre_i, T pre_f, T pre_g, T pre_o, T c, T& c1, T& h1
 
 // GRU blend h' = (1 - z) * n + z * h (the order of SPEC §2, ONNX Runtime and cuDNN).
 template <typename T>
-inline T gru_blend(T z, T n, T h) {
+GK_INLINE T gru_blend(T z, T n, T h) {
   return (T(1) - z) * n + z * h;
 }
 
 // GRU, linear_before_reset = true:  n = tanh(x_n + r * (W_hn h + b_hn)).
 // `hn` is W_hn h + b_hn (b_hn stays outside the reset product).
 template <typename T>
-inline T gru_lbr_pointwise(T pre_r, T pre_z, T xn, T hn, T h) {
+GK_INLINE T gru_lbr_pointwise(T pre_r, T pre_z, T xn, T hn, T h) {
   const T r = sigmoid(pre_r);
   const T z = sigmoid(pre_z);
   const T n = tanh_act(xn + r * hn);
@@ -44,20 +44,20 @@ inline T gru_lbr_pointwise(T pre_r, T pre_z, T xn, T hn, T h) {
 
 // GRU, linear_before_reset = false, first half: the gates r and z (r * h feeds W_hn next).
 template <typename T>
-inline void gru_rz(T pre_r, T pre_z, T h, T& rh, T& z) {
+GK_INLINE void gru_rz(T pre_r, T pre_z, T h, T& rh, T& z) {
   rh = sigmoid(pre_r) * h;
   z = sigmoid(pre_z);
 }
 
 // GRU, linear_before_reset = false, second half: n = tanh(x_n + W_hn (r*h) + b_hn).
 template <typename T>
-inline T gru_n_blend(T pre_n, T z, T h) {
+GK_INLINE T gru_n_blend(T pre_n, T z, T h) {
   return gru_blend(z, tanh_act(pre_n), h);
 }
 
 // Elman RNN: h' = act(pre).
 template <typename T, bool kRelu>
-inline T rnn_pointwise(T pre) {
+GK_INLINE T rnn_pointwise(T pre) {
   return kRelu ? relu(pre) : tanh_act(pre);
 }
 

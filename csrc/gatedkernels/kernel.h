@@ -58,17 +58,67 @@ constexpr int64_t panel_size(int64_t H, int G, int64_t K) {
 
 inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte offsets
 
-// This thread's share of a parallel kernel call: thread `tid` of `n` owns a contiguous range of
-// hidden blocks in every pass, and all threads meet at `bar` where one pass needs another's
-// output. Every element is computed by the same code whichever thread owns it, so the results do
-// not depend on the thread count, to the bit.
+// This thread's share of a parallel kernel call. The work of a pass (the hidden blocks of a time
+// step, and row chunks of them when the blocks alone are too few to balance) is dealt out
+// dynamically by `each` (threads.h: each thread takes its own items first, then steals), and all
+// threads meet at the barrier where one pass needs another's output. Static ranges (`range`)
+// remain for the small per-sequence copies. Every item is computed by the same code, with the
+// same register tiles, whichever thread runs it, so the results depend neither on the thread
+// count nor on the scheduling, to the bit.
 struct Par {
   int tid, n;
-  Barrier* bar;
+  Sched* sched;
   void range(int64_t total, int64_t* b0, int64_t* b1) const { split_range(total, tid, n, b0, b1); }
   void sync() const {
-    if (n > 1) barrier_wait(bar);
+    if (n > 1) barrier_wait(&sched->bar);
   }
+  // Runs f(i) for the items i in [0, count) this thread takes; over all threads, every item runs
+  // exactly once. A pass must be followed by sync() before the next one.
+  template <class F>
+  void each(int64_t count, F&& f) const {
+    if (n <= 1) {
+      for (int64_t i = 0; i < count; ++i) f(i);
+      return;
+    }
+    work_open(sched, tid, n, count);
+    int cursor = 0;
+    for (int64_t i; (i = work_next(sched, tid, n, count, &cursor)) >= 0;) f(i);
+  }
+  // A pass over `blocks` hidden blocks of `rows` batch rows, tiled by `bt` rows: runs
+  // f(b, r0, r1) for items of one block and a row chunk [r0, r1) starting on a tile boundary.
+  // One chunk (all rows) per block unless the blocks alone would give each thread fewer than 8
+  // items; then the rows are split, as long as an item keeps ~2e5 flops (`flops_row` flops per
+  // row of a block). Items are numbered block-major, so a thread's own range is whole blocks.
+  template <class F>
+  void blocks(int64_t blocks, int64_t rows, int bt, double flops_row, F&& f) const {
+    if (n <= 1) {
+      for (int64_t b = 0; b < blocks; ++b) f(b, int64_t(0), rows);
+      return;
+    }
+    int64_t chunk = rows;
+    if (blocks < 8 * n && rows > bt) {
+      const int64_t want = (8 * n + blocks - 1) / blocks;  // chunks per block
+      int64_t by_flops = static_cast<int64_t>(2e5 / (flops_row > 1 ? flops_row : 1)) + 1;
+      int64_t c = (rows + want - 1) / want;
+      if (c < by_flops) c = by_flops;
+      c = (c + bt - 1) / bt * bt;  // chunks start on tile boundaries: the tiles do not change
+      if (c < rows) chunk = c;
+    }
+    if (chunk < 1) chunk = 1;
+    const int64_t chunks = (rows + chunk - 1) / chunk;
+    each(blocks * chunks, [&](int64_t i) {
+      const int64_t b = i / chunks, r0 = (i % chunks) * chunk;
+      f(b, r0, r0 + chunk < rows ? r0 + chunk : rows);
+    });
+  }
+};
+
+// What a sequence does with a finished item of a step (output copy, length masking); nothing for
+// a single step. on_h(r0, r1, j0, j1): rows [r0, r1), columns [j0, j1) of the new hidden state
+// are final; on_c(...) the same for the new cell state.
+struct NoEpilogue {
+  void on_h(int64_t, int64_t, int64_t, int64_t) const {}
+  void on_c(int64_t, int64_t, int64_t, int64_t) const {}
 };
 
 template <typename T>
@@ -203,7 +253,7 @@ inline Vec<T> vload(const T* p) {
 // (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency, so k is dealt
 // round-robin to S sets of accumulators, summed at the end in a fixed order (deterministic).
 template <typename T, int G, int R>
-inline void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T* acc_out,
+GK_INLINE void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T* acc_out,
                            int64_t acc_stride) {
   constexpr int VB = Tile<T>::VB;
   constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
@@ -243,7 +293,7 @@ inline void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T
 // The same for any rows <= BT(G): a full tile or the matching smaller one (never computing
 // rows that are not there, which matters at N = 1).
 template <typename T, int G, int BT>
-inline void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
+GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
                      T (&acc)[BT][G * Tile<T>::VB]) {
   constexpr int W = G * Tile<T>::VB;
   T* out = &acc[0][0];
@@ -266,13 +316,11 @@ template <typename T, int G>
 void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel,
                     const T* bias, int64_t nb, T* out, const Par& par) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
-  int64_t b_begin, b_end;
-  par.range(nb, &b_begin, &b_end);
-  for (int64_t b = b_begin; b < b_end; ++b) {
+  par.blocks(nb, R, BT, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
     const T* block = panel + b * K * W;
     const T* bb = bias + b * W;
-    for (int64_t r0 = 0; r0 < R; r0 += BT) {
-      const int64_t rows = R - r0 < BT ? R - r0 : BT;
+    for (int64_t r0 = q0; r0 < q1; r0 += BT) {
+      const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
       T acc[BT][W];
       tile_dot<T, G, BT>(A + r0 * lda, lda, rows, block, K, acc);
       for (int64_t r = 0; r < rows; ++r) {
@@ -280,27 +328,27 @@ void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* pane
         for (int i = 0; i < W; ++i) o[i] = acc[r][i] + bb[i];
       }
     }
-  }
+  });
 }
 
 // out[r, :Hout] = A[r, :K] . panel (one gate, Hout rows of W), dense [R, Hout]: the LSTM
 // projection h = W_hr m.
-template <typename T>
+// `epi.on_h` is told of every finished item.
+template <typename T, class Epi>
 void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel, int64_t Hout,
-                   T* out, const Par& par) {
+                   T* out, const Par& par, const Epi& epi) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
-  int64_t b_begin, b_end;
-  par.range(nblocks<T>(Hout), &b_begin, &b_end);
-  for (int64_t b = b_begin; b < b_end; ++b) {
+  par.blocks(nblocks<T>(Hout), R, BT, 2.0 * K * VB, [&](int64_t b, int64_t q0, int64_t q1) {
     const int64_t j0 = b * VB, lanes = Hout - j0 < VB ? Hout - j0 : VB;
-    for (int64_t r0 = 0; r0 < R; r0 += BT) {
-      const int64_t rows = R - r0 < BT ? R - r0 : BT;
+    for (int64_t r0 = q0; r0 < q1; r0 += BT) {
+      const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
       T acc[BT][VB];
       tile_dot<T, 1, BT>(A + r0 * lda, lda, rows, panel + b * K * VB, K, acc);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t l = 0; l < lanes; ++l) out[(r0 + r) * Hout + j0 + l] = acc[r][l];
     }
-  }
+    epi.on_h(q0, q1, j0, j0 + lanes);
+  });
 }
 
 // Copies `lanes` values of a row into a VB-wide local (zeros past them), and back.
@@ -336,18 +384,17 @@ struct Lstm {
   static constexpr bool kHasC = true;
   static int64_t scratch(const LayerDims& d, int64_t N) { return d.P != d.H ? N * d.H : 0; }
 
+  template <class Epi>
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
                    int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch,
-                   const Par& par) {
+                   const Par& par, const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
-    int64_t b_begin, b_end;
-    par.range(nb, &b_begin, &b_end);
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    par.blocks(nb, N, BT, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT) {
-        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
+        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][G * VB];
         tile_dot<T, G, BT>(h + n0 * P, P, rows, w.w_hh + b * P * G * VB, P, acc);
         for (int64_t r = 0; r < rows; ++r) {
@@ -363,14 +410,17 @@ struct Lstm {
           store_lanes(h1v, lanes, hout + n * H + j0);
         }
       }
-    }
+      epi.on_c(q0, q1, j0, j0 + lanes);
+      if (!w.w_hr) epi.on_h(q0, q1, j0, j0 + lanes);
+    });
     if (w.w_hr) {
       par.sync();  // the projection reads all of o*tanh(c')
-      project_dense(scratch, H, N, H, w.w_hr, P, h1, par);
+      project_dense(scratch, H, N, H, w.w_hr, P, h1, par, epi);
     }
   }
 
-  // Columns of h1 / c1 this thread writes (what it must also mask and copy out).
+  // Columns of the state this thread initializes and copies out at the ends of a sequence (a
+  // static split; the steps in between are scheduled dynamically).
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
                     int64_t* c1) {
     constexpr int VB = Tile<T>::VB;
@@ -392,13 +442,14 @@ struct Gru {
     return kLinearBeforeReset ? 0 : 2 * N * d.H;
   }
 
+  template <class Epi>
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
                    int64_t xp_stride, const T* h, const T*, T* h1, T*, T* scratch,
-                   const Par& par) {
+                   const Par& par, const Epi& epi) {
     if (kLinearBeforeReset)
-      step_reset_after(d, N, w, xp, xp_stride, h, h1, par);
+      step_reset_after(d, N, w, xp, xp_stride, h, h1, par, epi);
     else
-      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch, par);
+      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch, par, epi);
   }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -407,18 +458,17 @@ struct Gru {
     *c0 = *c1 = 0;
   }
 
+  template <class Epi>
   static void step_reset_after(const LayerDims& d, int64_t N, const PackedView<T>& w,
                                const T* xp, int64_t xp_stride, const T* h, T* h1,
-                               const Par& par) {
+                               const Par& par, const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, nb = nblocks<T>(H);
-    int64_t b_begin, b_end;
-    par.range(nb, &b_begin, &b_end);
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    par.blocks(nb, N, BT, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT) {
-        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
+        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][G * VB];
         tile_dot<T, G, BT>(h + n0 * H, H, rows, w.w_hh + b * H * G * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
@@ -433,22 +483,22 @@ struct Gru {
           store_lanes(h1v, lanes, h1 + n * H + j0);
         }
       }
-    }
+      epi.on_h(q0, q1, j0, j0 + lanes);
+    });
   }
 
+  template <class Epi>
   static void step_reset_before(const LayerDims& d, int64_t N, const PackedView<T>& w,
                                 const T* xp, int64_t xp_stride, const T* h, T* h1, T* scratch,
-                                const Par& par) {
+                                const Par& par, const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(2), BT1 = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
     T* rh = scratch;         // r * h, [N, H]
     T* zs = scratch + N * H; // z, [N, H]
-    int64_t b_begin, b_end;
-    par.range(nb, &b_begin, &b_end);
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    par.blocks(nb, N, BT, 2.0 * H * 2 * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT) {
-        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
+        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][2 * VB];
         tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
@@ -462,12 +512,12 @@ struct Gru {
           store_lanes(zv, lanes, zs + n * H + j0);
         }
       }
-    }
+    });
     par.sync();  // W_hn reads all of r*h
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    par.blocks(nb, N, BT1, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT1) {
-        const int64_t rows = N - n0 < BT1 ? N - n0 : BT1;
+      for (int64_t n0 = q0; n0 < q1; n0 += BT1) {
+        const int64_t rows = q1 - n0 < BT1 ? q1 - n0 : BT1;
         T acc[BT1][VB];
         tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
@@ -480,7 +530,8 @@ struct Gru {
           store_lanes(h1v, lanes, h1 + n * H + j0);
         }
       }
-    }
+      epi.on_h(q0, q1, j0, j0 + lanes);
+    });
   }
 };
 
@@ -496,16 +547,16 @@ struct Rnn {
     *c0 = *c1 = 0;
   }
 
+  template <class Epi>
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*, const Par& par) {
+                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*, const Par& par,
+                   const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
-    int64_t b_begin, b_end;
-    par.range(nb, &b_begin, &b_end);
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    par.blocks(nb, N, BT, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      for (int64_t n0 = 0; n0 < N; n0 += BT) {
-        const int64_t rows = N - n0 < BT ? N - n0 : BT;
+      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
+        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][VB];
         tile_dot<T, 1, BT>(h + n0 * H, H, rows, w.w_hh + b * H * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
@@ -516,7 +567,8 @@ struct Rnn {
           store_lanes(h1v, lanes, h1 + n * H + j0);
         }
       }
-    }
+      epi.on_h(q0, q1, j0, j0 + lanes);
+    });
   }
 };
 
@@ -550,20 +602,20 @@ struct StepArgs {
   const PackedView<T>* w;
   const T *x, *h, *c;
   T *h1, *c1, *ws;
-  Barrier bar;
+  Sched sched;
 };
 
 template <class Cell, typename T>
 void step_thread(void* ctx, int tid, int n) {
   StepArgs<Cell, T>& a = *static_cast<StepArgs<Cell, T>*>(ctx);
-  const Par par{tid, n, &a.bar};
+  const Par par{tid, n, &a.sched};
   const LayerDims& d = *a.d;
   const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
   T* xp = a.ws;
   T* scratch = a.ws + round_up(a.N * row);
-  // Each thread projects the blocks it then uses: no barrier between the two.
   project_packed<T, Cell::G>(a.x, d.I, a.N, d.I, a.w->w_ih, a.w->bias, nb, xp, par);
-  Cell::step(d, a.N, *a.w, xp, row, a.h, a.c, a.h1, a.c1, scratch, par);
+  par.sync();  // an item of the step may read a block another thread projected
+  Cell::step(d, a.N, *a.w, xp, row, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
 }
 
 template <class Cell, typename T>
@@ -572,7 +624,7 @@ void step_impl(const CellSpec& spec, const LayerDims& d, int64_t N, const T* pac
   const PackedView<T> w = view_layer<T>(spec, d, packed);
   StepArgs<Cell, T> a{&d, N, &w, x, h, c, h1, c1, ws, {}};
   const int n = threads_for(2.0 * N * Cell::G * d.H * (d.I + d.P), nblocks<T>(d.H), true);
-  barrier_init(&a.bar, n);
+  sched_init(&a.sched, n);
   if (n == 1)
     step_thread<Cell, T>(&a, 0, 1);
   else
@@ -608,16 +660,53 @@ struct SeqArgs {
   const int64_t* lengths;
   const T *h0, *c0;
   T *y, *hn, *cn, *ws;
-  Barrier bar;
+  Sched sched;
 };
 
-// The whole sequence as seen by one thread: it owns a range of hidden blocks (and so of state
-// columns) in every layer and direction, and meets the others once per time step (twice for the
-// two-pass cells) and once per layer-direction.
+// A sequence's epilogue of an item of a step (see NoEpilogue): copies the new hidden state to
+// the output, or, for rows past their length, holds the state and writes zeros (SPEC §3).
+// dst[0, w) = src[0, w); one vector move when w is a whole block.
+template <typename T>
+inline void copy_cols(const T* src, int64_t w, T* dst) {
+  if (w == Tile<T>::VB) std::memcpy(dst, src, sizeof(T) * Tile<T>::VB);
+  else copy_n(src, w, dst);
+}
+
+template <typename T>
+struct SeqEpilogue {
+  const int64_t* lengths;
+  int64_t t, P, H, y_row;  // y_row: elements between rows n and n+1 of y
+  T* y;                     // y at (t, row 0), this direction's columns
+  const T *h, *c;
+  T *h_next, *c_next;
+  bool has_c;
+  bool past(int64_t n) const { return lengths && t >= lengths[n]; }
+  void on_h(int64_t r0, int64_t r1, int64_t j0, int64_t j1) const {
+    for (int64_t n = r0; n < r1; ++n) {
+      T* yrow = y + n * y_row;
+      if (!past(n)) {
+        copy_cols(h_next + n * P + j0, j1 - j0, yrow + j0);
+      } else {
+        copy_cols(h + n * P + j0, j1 - j0, h_next + n * P + j0);
+        fill_n(T(0), j1 - j0, yrow + j0);
+      }
+    }
+  }
+  void on_c(int64_t r0, int64_t r1, int64_t j0, int64_t j1) const {
+    if (!has_c || !lengths) return;
+    for (int64_t n = r0; n < r1; ++n)
+      if (past(n)) copy_cols(c + n * H + j0, j1 - j0, c_next + n * H + j0);
+  }
+};
+
+// The whole sequence as seen by one thread: it takes work items (hidden blocks, or row chunks of
+// them) of every pass as they come (Par::each), initializes and copies out a fixed range of state
+// columns, and meets the others once per time step (twice for the two-pass cells) and once per
+// layer-direction.
 template <class Cell, typename T>
 void sequence_thread(void* ctx, int tid, int nthreads) {
-  const SeqArgs<T>& a = *static_cast<const SeqArgs<T>*>(ctx);
-  const Par par{tid, nthreads, const_cast<Barrier*>(&a.bar)};
+  SeqArgs<T>& a = *static_cast<SeqArgs<T>*>(ctx);
+  const Par par{tid, nthreads, &a.sched};
   const SeqShape& s = *a.s;
   const int64_t T_ = s.T, N = s.N, H = s.H, P = s.P, DP = s.D * s.P, R = T_ * N;
   const int64_t nb = nblocks<T>(H), row = nb * Cell::G * Tile<T>::VB;
@@ -664,19 +753,18 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
       par.sync();  // every thread's step reads all of h
       for (int64_t step = 0; step < T_; ++step) {
         const int64_t t = dir == 0 ? step : T_ - 1 - step;
-        Cell::step(d, N, w, xp + t * t_stride * row, n_stride * row, h, c, h_next, c_next,
-                   scratch, par);
-        for (int64_t n = 0; n < N; ++n) {
-          T* yrow = out + (t * t_stride + n * n_stride) * DP + dir * P;
-          if (!a.lengths || t < a.lengths[n]) {
-            copy_n(h_next + n * P + hc0, hc1 - hc0, yrow + hc0);
-          } else {
-            // Past this row's length: the state holds (the reverse direction thus starts at
-            // its last valid step) and the output is zero (SPEC §3).
-            copy_n(h + n * P + hc0, hc1 - hc0, h_next + n * P + hc0);
-            if (Cell::kHasC) copy_n(c + n * H + cc0, cc1 - cc0, c_next + n * H + cc0);
-            fill_n(T(0), hc1 - hc0, yrow + hc0);
-          }
+        // Past a row's length the state holds (the reverse direction thus starts at its last
+        // valid step) and the output is zero: done item by item by the epilogue.
+        const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
+                                 h, c, h_next, c_next, Cell::kHasC};
+        const T* xp_t = xp + t * t_stride * row;
+        if (nthreads == 1) {  // whole rows at once: fewer, longer copies
+          Cell::step(d, N, w, xp_t, n_stride * row, h, c, h_next, c_next, scratch, par,
+                     NoEpilogue{});
+          epi.on_c(0, N, 0, H);
+          epi.on_h(0, N, 0, P);
+        } else {
+          Cell::step(d, N, w, xp_t, n_stride * row, h, c, h_next, c_next, scratch, par, epi);
         }
         par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;
@@ -696,7 +784,7 @@ void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* pack
                    const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
   SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, {}};
   const int n = threads_for(2.0 * s.N * Cell::G * s.H * (s.H + s.P), nblocks<T>(s.P < s.H ? s.P : s.H));
-  barrier_init(&a.bar, n);
+  sched_init(&a.sched, n);
   if (n == 1)
     sequence_thread<Cell, T>(&a, 0, 1);
   else

@@ -25,6 +25,35 @@ struct Barrier {
 void barrier_init(Barrier* b, int n);
 void barrier_wait(Barrier* b);
 
+// Dynamic scheduling of the work items of one pass (say, every hidden block of a time step).
+// Each of the n threads owns a contiguous home range of the items (split_range) and takes them
+// front to back; a thread that has run out takes the items others have not started yet, from the
+// back of their ranges. So a thread on a faster core runs more items, while each thread mostly
+// keeps its own items (and their weights stay in its cache) from one step to the next.
+// Which thread runs an item never changes what the item computes.
+//
+// Passes need no reset between them and no barrier of their own: a thread opens its range of a
+// pass itself, and every pass is separated from the next by a barrier (all threads have left a
+// range before its owner opens it again). A range another thread has not opened yet looks empty.
+constexpr int kMaxThreads = 256;
+
+struct alignas(64) WorkSlot {
+  uint64_t word;  // items [lo, hi) of the owner's range not yet taken: lo | hi << 32
+};
+
+struct Sched {
+  Barrier bar;
+  WorkSlot slot[kMaxThreads];
+};
+void sched_init(Sched* s, int n);  // n threads: the barrier and empty ranges
+
+// Thread `tid` of `n` opens its range of a pass over `count` items (count < 2^32).
+void work_open(Sched* s, int tid, int n, int64_t count);
+// The next item for thread `tid` in [0, count), or -1 when every item of the pass is taken.
+// `cursor` starts at 0 for each pass (which range the thread takes from: its own, then the
+// others').
+int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor);
+
 // Runs task(ctx, tid, n) for tid = 0 .. n-1 concurrently and returns when all have finished;
 // tid 0 runs on the calling thread. n is clamped to [1, get_num_threads()].
 typedef void (*TaskFn)(void* ctx, int tid, int n);
