@@ -53,8 +53,9 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
     return cell(_api.RNN, x, h, None, w_ih, w_hh, b_ih, b_hh, relu=relu)[0]
 
 
-def _layers(kind, weights, num_layers, bidirectional):
-    """[(w_ih, w_hh, b_ih, b_hh)] from a PyTorch-named mapping of device arrays, checked."""
+def _layers(kind, weights, num_layers, bidirectional, dt):
+    """[(w_ih, w_hh, b_ih, b_hh)] from a PyTorch-named mapping of device arrays, checked and
+    cast to `dt`."""
     from gatedkernels.cuda._interop import library_of
     from gatedkernels._device import device_kind
 
@@ -82,7 +83,6 @@ def _layers(kind, weights, num_layers, bidirectional):
     unexpected = sorted(k for k in keys if k not in shapes)
     if missing or unexpected:
         raise ValueError(f"weights: missing keys {missing}, unexpected keys {unexpected}")
-    dt = w_hh0.dtype
     views = {}
     for name, (letters, shape) in shapes.items():
         v = _view(lib, weights[name], name, dt)
@@ -94,8 +94,13 @@ def _layers(kind, weights, num_layers, bidirectional):
 
 def _sequence(kind, x, hx, weights, num_layers, bidirectional, batch_first, lengths, impl,
               lbr=True, relu=False):
-    layers, I, H, L, D = _layers(kind, weights, num_layers, bidirectional)
-    dt = layers[0][1].dtype
+    from gatedkernels._device import device_kind
+    from gatedkernels.cuda._interop import library_of
+    from gatedkernels.cuda._run import _view
+
+    # computes in x's dtype, as the CPU call does: the weights are cast to it
+    dt = _view(library_of(x, device_kind(x)), x, "x").dtype
+    layers, I, H, L, D = _layers(kind, weights, num_layers, bidirectional, dt)
     return sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, impl,
                     dtype=dt)
 
