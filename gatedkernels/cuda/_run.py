@@ -116,8 +116,14 @@ def _coop_limit(kernel, args, block):
     if SIMULATOR:
         return 1  # the simulator runs a cooperative grid as one block only
     sig = tuple(numba.typeof(a) for a in args)
-    overload = kernel.compile(sig)
-    return int(overload.max_cooperative_grid_blocks(block))
+    key = (id(kernel), sig, block, cuda.get_current_device().id)
+    if key not in _coop_limits:
+        overload = kernel.compile(sig)
+        _coop_limits[key] = int(overload.max_cooperative_grid_blocks(block))
+    return _coop_limits[key]
+
+
+_coop_limits = {}  # (kernel, signature, block, device) -> co-resident blocks (an occupancy query)
 
 
 def _lengths(lib, lengths, N, T, stream):
