@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,10 @@ import gatedkernels as gk
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gk.__file__)))
 EXIT_NO_NUMBA_CUDA, EXIT_NO_NVVM = 77, 78
+
+# `python -c` puts its working directory first on sys.path: run the subprocesses outside the
+# source tree, so they import the installed (compiled) package, not the bare sources.
+OUTSIDE_SOURCE = tempfile.gettempdir()
 
 # (name, kind code (gatedkernels._ext: LSTM 0, GRU 1, RNN 2), linear_before_reset, relu)
 VARIANTS = [("lstm", 0, True, False), ("gru_lbr", 1, True, False), ("gru_cho", 1, False, False),
@@ -201,7 +206,8 @@ def ptx():
 
     def run(part):
         p = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=OUTSIDE_SOURCE)
         try:
             out, err = p.communicate(json.dumps(part), timeout=600)
         except subprocess.TimeoutExpired:
@@ -307,7 +313,7 @@ def test_float64_kernels_compile(ptx):
 
 def _run_python(code, **env):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300, env=_env(**env))
+                          text=True, timeout=300, env=_env(**env), cwd=OUTSIDE_SOURCE)
 
 
 def test_cpu_use_never_imports_numba():
