@@ -17,9 +17,11 @@ Candidates, float32 forward, one layer, unidirectional, I = H:
 The candidates of one case run in interleaved rounds (A, B, C, A, B, C ...); the table has the
 median per-step time (whole-sequence time / T) and the ratio cudnn / gk_persist.
 
-A second table times one step call from Python end to end at (N, I, H) = (1, 256, 256):
-gk.LSTMCell on torch tensors (wall clock, including the launch; no synchronisation inside the
-call, one torch.cuda.synchronize per batch of calls) against torch.nn.LSTMCell.
+A second table times one step call from Python end to end at (N, I, H) = (1, 256, 256) on torch
+tensors (wall clock, including the launch; no synchronisation inside the call, one
+torch.cuda.synchronize per batch of calls): the gk.LSTMCell module, the functional
+gk.lstm_cell on raw weights, the device stream (cell.stream(1, device="cuda").step), and
+torch.nn.LSTMCell.
 """
 import argparse
 import statistics
@@ -136,19 +138,33 @@ def step_call_case(torch, rounds, calls):
     h = torch.zeros(1, 256, device=dev)
     c = torch.zeros(1, 256, device=dev)
 
+    w = {k: v.detach() for k, v in tcell.state_dict().items()}
+    stream = g.stream(1, device="cuda")
+
     def run_gk():
         for _ in range(calls):
             g(x, (h, c))
+
+    def run_gk_fn():
+        for _ in range(calls):
+            gk.lstm_cell(x, (h, c), w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"])
+
+    def run_gk_stream():
+        for _ in range(calls):
+            stream.step(x)
 
     def run_torch():
         for _ in range(calls):
             tcell(x, (h, c))
 
-    out = {"gk LSTMCell": [], "torch LSTMCell": []}
+    cands = (("gk LSTMCell", run_gk), ("gk lstm_cell", run_gk_fn),
+             ("gk stream", run_gk_stream), ("torch LSTMCell", run_torch))
+    out = {name: [] for name, _ in cands}
     with torch.no_grad():
-        run_gk(), run_torch()
+        for _, fn in cands:
+            fn()
         for _ in range(rounds):
-            for name, fn in (("gk LSTMCell", run_gk), ("torch LSTMCell", run_torch)):
+            for name, fn in cands:
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 fn()
