@@ -387,16 +387,14 @@ class _SequenceModule(_Module):
 
     def _forward(self, x, hx, lengths):
         if device_kind(x) is not None:
-            if self.proj_size:
-                raise NotImplementedError("proj_size: LSTM projections run on the CPU only "
-                                          "for now")
             p = self._device_params()
             D = 2 if self.bidirectional else 1
-            layers = [t[:4] for t in _api.layer_tuples(p, self.num_layers, self.bidirectional,
-                                                       self.bias, 0)]
+            layers = _api.layer_tuples(p, self.num_layers, self.bidirectional, self.bias,
+                                       self.proj_size)
             return cuda_module()._run.sequence(
                 self._kind, self._lbr, self._relu, layers, self.input_size, self.hidden_size,
-                self.num_layers, D, x, hx, lengths, self.batch_first, dtype=self.dtype)
+                self.num_layers, D, x, hx, lengths, self.batch_first, dtype=self.dtype,
+                P=self.proj_size or self.hidden_size)
         if self.backend == "cpu":
             return _api.run_sequence(self._kernel, x, hx, lengths, self.batch_first, self.dtype)
         # The reference backend: the same validation, then the NumPy oracle.

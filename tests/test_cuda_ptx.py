@@ -39,7 +39,9 @@ OUTSIDE_SOURCE = tempfile.gettempdir()
 
 # (name, kind code (gatedkernels._ext: LSTM 0, GRU 1, RNN 2), linear_before_reset, relu)
 VARIANTS = [("lstm", 0, True, False), ("gru_lbr", 1, True, False), ("gru_cho", 1, False, False),
-            ("rnn_tanh", 2, True, False), ("rnn_relu", 2, True, True)]
+            ("rnn_tanh", 2, True, False), ("rnn_relu", 2, True, True),
+            ("lstm_proj", 0, True, False)]  # LSTM with proj_size: c/m, then h' = W_hr m
+TWO_PLANS = ("gru_cho", "lstm_proj")
 GATES = {0: 4, 1: 3, 2: 1}
 CACHE_P = 256  # the hidden size of the kernels that keep W_hh in shared memory
 
@@ -62,7 +64,7 @@ def _jobs():
     jobs = []
     for name, kind, lbr, relu in VARIANTS:
         v = dict(kind=kind, lbr=lbr, relu=relu, dtype="float32", variant=name,
-                 tiles="all" if name == "lstm" else "widest")
+                 tiles="all" if name == "lstm" else "widest", proj=name == "lstm_proj")
         jobs.append(dict(v, family="step"))
         for bf in (False, True):
             for cache in (0, CACHE_P):
@@ -149,13 +151,15 @@ WORKER = textwrap.dedent(r"""
         bts = all_bts if job["tiles"] == "all" else widest
         f = numba.float32 if dt == "float32" else numba.float64
         i64 = numba.int64
-        seq_sig = (A(3, f), A(2, f), A(1, f), A(1, numba.int32), A(3, f), A(2, f), A(3, f),
-                   A(2, f), i64, i64)
+        # xg, w_hh, w_hr, b_hh, lengths, hbuf, c, y, rh, m, reverse, col0
+        seq_sig = (A(3, f), A(2, f), A(2, f), A(1, f), A(1, numba.int32), A(3, f), A(2, f),
+                   A(3, f), A(2, f), A(2, f), i64, i64)
+        pk = {"proj": True} if job.get("proj") else {}
         step_sig = (A(2, f),) * 5 + (A(1, f),) * 2 + (A(2, f),) * 3
         built = []  # (label, kernel, sig)
         if fam == "step":
             for bt in bts:
-                ks = K.step_kernels(job["kind"], job["lbr"], job["relu"], dt, **bt_kw(bt))
+                ks = K.step_kernels(job["kind"], job["lbr"], job["relu"], dt, **bt_kw(bt), **pk)
                 for i, k in enumerate(ks):
                     built.append((f"BT={bt} plan {i}", k, step_sig))
         elif fam in ("persistent", "loop"):
@@ -167,11 +171,12 @@ WORKER = textwrap.dedent(r"""
                     U, fits = K.seq_units(G, P or %(cache_p)d, itemsize, **bt_kw(bt))
                     assert fits, (G, P, itemsize)
                     pers, _ = K.sequence_kernels(job["kind"], job["lbr"], job["relu"], dt,
-                                                 job["batch_first"], P, U, **bt_kw(bt))
+                                                 job["batch_first"], P, U, **bt_kw(bt), **pk)
                     built.append((f"BT={bt} U={U}", pers, seq_sig))
                 else:
                     _, steps = K.sequence_kernels(job["kind"], job["lbr"], job["relu"], dt,
-                                                  job["batch_first"], 0, K.U_STEP, **bt_kw(bt))
+                                                  job["batch_first"], 0, K.U_STEP, **bt_kw(bt),
+                                                  **pk)
                     for i, k in enumerate(steps):
                         built.append((f"BT={bt} plan {i}", k, (i64,) + seq_sig))
         elif fam == "gemm":
@@ -289,14 +294,15 @@ def test_every_variant_and_layout_compiled(ptx):
             assert ("loop", name, bf, None) in seen
             for cache in (0, CACHE_P):
                 assert ("persistent", name, bf, cache) in seen
-    # The Cho GRU runs in two kernels per step (r first), every other cell in one.
+    # The Cho GRU (r first) and the projected LSTM (c and m, then W_hr m) run in two kernels per
+    # step, every other cell in one.
     for fam in ("step", "loop"):
         plans = {r["variant"]: set() for r in rows if r["family"] == fam}
         for r in rows:
             if r["family"] == fam:
                 plans[r["variant"]].add(r["label"].split("plan ")[1])
-        assert plans["gru_cho"] == {"0", "1"}, plans
-        assert all(p == {"0"} for v, p in plans.items() if v != "gru_cho"), plans
+        assert all(plans[v] == {"0", "1"} for v in TWO_PLANS), plans
+        assert all(p == {"0"} for v, p in plans.items() if v not in TWO_PLANS), plans
 
 
 def test_float64_kernels_compile(ptx):

@@ -539,17 +539,64 @@ def test_device_calls_refuse_out(lstm_args):
         m(a["x"], out=np.empty((2, 2)))
 
 
-def test_projections_are_not_implemented_on_the_device(lstm_args, rng):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,I,H,P", [(3, 2, 4, 3), (1, 3, 2, 1)], ids=["N3H4P3", "N1H2P1"])
+def test_lstm_cell_with_projection(N, I, H, P, dtype, rng):
+    x, h, c = _f32_exact((rng.standard_normal((N, I)), rng.standard_normal((N, P)),
+                          rng.standard_normal((N, H))))
+    p = _f32_exact(_helpers.random_cell_params("lstm", I, H, rng=rng, proj_size=P))
+
+    def run(dt, mod):
+        q = _cast(p, dt)
+        args = (_cast(x, dt), _cast((h, c), dt), q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"])
+        if mod is gk:
+            args = dev(args)
+            return gk.lstm_cell(*args, w_hr=dev(q["w_hr"]))
+        return reference.lstm_cell(*args, w_hr=q["w_hr"])
+
+    got = check(dtype, lambda dt: run(dt, gk), lambda dt: run(dt, reference), "lstm_cell w_hr")
+    assert got[0].shape == (N, P) and got[1].shape == (N, H)
+
+
+@pytest.mark.parametrize("impl", ["persistent", "loop"])
+@pytest.mark.parametrize("H,P", [(4, 3), (2, 1)], ids=["H4P3", "H2P1_shared_memory"])
+def test_lstm_sequence_with_projection(impl, H, P, rng):
+    """2 layers (layer 1 takes D*P features), bidirectional, batch_first, ragged lengths, given
+    (h0 [L*D, N, P], c0 [L*D, N, H]), float64."""
+    L, D, N, T, I = 2, 2, 3, 3, 2
+    w = _helpers.random_weights("lstm", I, H, rng=rng, num_layers=L, bidirectional=True,
+                                proj_size=P)
+    x = rng.standard_normal((N, T, I))
+    hx = (rng.standard_normal((L * D, N, P)), rng.standard_normal((L * D, N, H)))
+    lengths = np.array([3, 1, 2])
+    kw = dict(num_layers=L, bidirectional=True, batch_first=True, lengths=lengths)
+    got = host(gkc.lstm(dev(x), dev(hx), dev(w), impl=impl, **kw), np.float64, "proj seq")
+    oracle = reference.lstm(x, hx, w, **kw)
+    _same_shapes(got, oracle, "proj seq")
+    assert_close64(got, oracle, f"lstm proj_size={P} sequence ({impl})")
+
+
+def test_lstm_module_with_projection_matches_cpu(rng):
+    m = gk.LSTM(3, 4, proj_size=2, num_layers=2, dtype=np.float64, seed=5)
+    x = rng.standard_normal((2, 3, 3))
+    cpu = m(x)
+    gpu = host(m.to("cuda")(dev(x)), np.float64, "module proj")
+    _check_module(m, gpu, cpu, x, what="LSTM proj_size=2 module")
+    with pytest.raises(ValueError, match="h0"):
+        m(dev(x), (dev(np.zeros((2, 3, 4))), dev(np.zeros((2, 3, 4)))))  # h0 has P = 2 columns
+
+
+def test_projection_errors(lstm_args, rng):
     a = {k: dev(v) for k, v in lstm_args.items()}
     w_hh_p = dev(rng.standard_normal((8, 1)))
-    with pytest.raises(NotImplementedError, match="w_hr"):
-        gk.lstm_cell(a["x"], None, a["w_ih"], w_hh_p, w_hr=dev(rng.standard_normal((1, 2))))
-    w = _helpers.random_weights("lstm", 3, 2, rng=rng, proj_size=1)
-    with pytest.raises(NotImplementedError, match="weight_hr"):
-        gk.lstm(dev(rng.standard_normal((2, 1, 3))), None, dev(w))
-    m = gk.LSTM(3, 2, proj_size=1, dtype=np.float64)
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        m(dev(rng.standard_normal((2, 1, 3))))
+    with pytest.raises(ValueError, match="w_hr"):
+        gk.lstm_cell(a["x"], None, a["w_ih"], w_hh_p, w_hr=dev(rng.standard_normal((1, 3))))
+    with pytest.raises(ValueError, match="w_hh"):
+        gk.lstm_cell(a["x"], None, a["w_ih"], a["w_hh"], w_hr=dev(rng.standard_normal((1, 2))))
+    w = _helpers.random_weights("gru", 3, 2, rng=rng)
+    w["weight_hr_l0"] = rng.standard_normal((1, 2))
+    with pytest.raises(ValueError, match="weight_hr"):
+        gk.gru(dev(rng.standard_normal((2, 1, 3))), None, dev(w))
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ cooperative kernel per layer-direction that runs all T steps with a grid barrier
 where they fit, the recurrent weights held in shared memory. Where a cooperative launch is not
 possible, the same step runs as one ordinary launch per time step (``impl="loop"``).
 
-Not yet on the GPU: LSTM projections (``proj_size``/``w_hr``), the float16 path.
+LSTM projections (``proj_size``, ``w_hr``) run as a second phase per step: h' = W_hr m.
+Not yet on the GPU: float16.
 """
 from __future__ import annotations
 
@@ -63,8 +64,6 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
     D = 2 if bidirectional else 1
     if "weight_hh_l0" not in weights or "weight_ih_l0" not in weights:
         raise ValueError("weights: expected PyTorch names, e.g. 'weight_ih_l0' and 'weight_hh_l0'")
-    if "weight_hr_l0" in weights:
-        raise NotImplementedError("weight_hr_l0: LSTM projections run on the CPU only for now")
     G = _api.GATES[kind]
     w0 = weights["weight_hh_l0"]
     lib = library_of(w0, device_kind(w0))
@@ -77,7 +76,12 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
                          f"got {tuple(w_hh0.shape)}")
     H, I = w_hh0.shape[0] // G, w_ih0.shape[1]
     bias = "bias_ih_l0" in weights
-    shapes = _api.param_shapes(kind, I, H, num_layers, D == 2, bias, 0)
+    proj = 0
+    if "weight_hr_l0" in weights:
+        if kind != _api.LSTM:
+            raise ValueError("weights: only an LSTM has weight_hr_l*")
+        proj = _view(lib, weights["weight_hr_l0"], "weight_hr_l0").shape[0]
+    shapes = _api.param_shapes(kind, I, H, num_layers, D == 2, bias, proj)
     keys = set(weights.keys())
     missing = [k for k in shapes if k not in keys]
     unexpected = sorted(k for k in keys if k not in shapes)
@@ -88,8 +92,8 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
         v = _view(lib, weights[name], name, dt)
         _api.expect_shape(v, name, letters, shape)
         views[name] = v
-    layers = [t[:4] for t in _api.layer_tuples(views, num_layers, D == 2, bias, 0)]
-    return layers, I, H, num_layers, D
+    layers = _api.layer_tuples(views, num_layers, D == 2, bias, proj)
+    return layers, I, H, proj or H, num_layers, D
 
 
 def _sequence(kind, x, hx, weights, num_layers, bidirectional, batch_first, lengths, impl,
@@ -100,9 +104,9 @@ def _sequence(kind, x, hx, weights, num_layers, bidirectional, batch_first, leng
 
     # computes in x's dtype, as the CPU call does: the weights are cast to it
     dt = _view(library_of(x, device_kind(x)), x, "x").dtype
-    layers, I, H, L, D = _layers(kind, weights, num_layers, bidirectional, dt)
+    layers, I, H, P, L, D = _layers(kind, weights, num_layers, bidirectional, dt)
     return sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, impl,
-                    dtype=dt)
+                    dtype=dt, P=P)
 
 
 def lstm(x, hx, weights, *, num_layers=1, bidirectional=False, batch_first=False, lengths=None,

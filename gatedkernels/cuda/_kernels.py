@@ -41,7 +41,10 @@ else:
 KS1 = KS + 1  # padded lane stride of the reduction buffer: conflict-free writes and reads
 
 # Modes of the pointwise epilogue.
-M_LSTM, M_RNN, M_GRU_LBR, M_GRU_R, M_GRU_MAIN = range(5)
+M_LSTM, M_RNN, M_GRU_LBR, M_GRU_R, M_GRU_MAIN, M_LSTM_M, M_PROJ = range(7)
+# An LSTM with a projection (proj_size P > 0) runs as two plans: M_LSTM_M updates c and writes
+# m = o * tanh(c') into a scratch [N, H]; M_PROJ then computes h' = W_hr m, one unit per output
+# p (W_hr [P, H] takes the place of W_hh, m the place of h; no bias).
 
 # plan: (mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_reads_rh, slots)
 PLANS = {
@@ -53,9 +56,15 @@ PLANS = {
                    (M_GRU_MAIN, 1, 3, 1, 2, 0, 2, 3, 1, True, 2)],
 }
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
+PROJ_PLANS = [(M_LSTM_M,) + PLANS[(LSTM, True)][0][1:],
+              (M_PROJ, 0, 0, 0, 1, 0, 0, 0, 0, False, 1)]
+MODE_GATES = {M_LSTM: 4, M_LSTM_M: 4, M_RNN: 1, M_PROJ: 1, M_GRU_LBR: 3, M_GRU_R: 3,
+              M_GRU_MAIN: 3}
 
 
-def plans(kind, lbr):
+def plans(kind, lbr, proj=False):
+    if proj:
+        return PROJ_PLANS
     return PLANS[(kind, bool(lbr) if kind == GRU else True)]
 
 
@@ -146,19 +155,23 @@ def _np_type(dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def step_kernels(kind, lbr, relu, dtype_name, BT=BT_MAX):
-    """One time step on raw PyTorch-layout weights, one kernel per plan (the Cho GRU has two).
+def step_kernels(kind, lbr, relu, dtype_name, BT=BT_MAX, proj=False):
+    """One time step on raw PyTorch-layout weights, one kernel per plan (the Cho GRU and the
+    projected LSTM have two).
 
     kernel[grid_for(H, N, BT=BT), (KS, U_STEP), stream](x, h, c, w_ih, w_hh, b_ih, b_hh, h_out,
     c_out, rh), BT = batch_tile(N) (or BT_MAX; any power of two up to BT_MAX works).
     c/c_out are used by the LSTM only and rh by the Cho GRU only (pass any 2-D array otherwise).
+    With proj, the first kernel writes m = o*tanh(c') into rh [N, H] (and c_out), and the second
+    is launched as kernel[grid_for(P, N), ...](m, m, any, any, w_hr, any, any, h_out, any, any)
+    (x only gives N there).
     """
-    return [_step_kernel(plan, relu, dtype_name, BT) for plan in plans(kind, lbr)]
+    return [_step_kernel(plan, relu, dtype_name, BT) for plan in plans(kind, lbr, proj)]
 
 
 def _step_kernel(plan, relu, dtype_name, BT):
     mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
-    G = 4 if mode == M_LSTM else (1 if mode == M_RNN else 3)
+    G = MODE_GATES[mode]
     sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
     np_t = _np_type(dtype_name)
     one = np_t(1)
@@ -182,7 +195,8 @@ def _step_kernel(plan, relu, dtype_name, BT):
         for q in range(QS):
             acc[q] = 0
         if j < H:
-            dot_rows(acc, w_ih, j, H, x, x.shape[1], x_lo, x_hi, 0, n0, N, lane, xs)
+            if x_hi > x_lo:
+                dot_rows(acc, w_ih, j, H, x, x.shape[1], x_lo, x_hi, 0, n0, N, lane, xs)
             dot_rows(acc, w_hh, j, H, h, h.shape[1], a_lo, a_hi, a_slot, n0, N, lane, xs)
             if b_hi > b_lo:
                 if b_rh:
@@ -197,14 +211,20 @@ def _step_kernel(plan, relu, dtype_name, BT):
                 pre[q] = sums[u, q * BT + lane]
             for g in range(x_lo, x_hi):
                 pre[g - x_lo] += b_ih[g * H + j]
-            for g in range(a_lo, a_hi):
-                pre[a_slot + g - a_lo] += b_hh[g * H + j]
-            for g in range(b_lo, b_hi):
-                pre[b_slot + g - b_lo] += b_hh[g * H + j]
-            if mode == M_LSTM:
+            if mode != M_PROJ:
+                for g in range(a_lo, a_hi):
+                    pre[a_slot + g - a_lo] += b_hh[g * H + j]
+                for g in range(b_lo, b_hi):
+                    pre[b_slot + g - b_lo] += b_hh[g * H + j]
+            if mode == M_LSTM or mode == M_LSTM_M:
                 c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
                 c_out[n, j] = c1
-                h_out[n, j] = sigmoid(pre[3]) * tanh(c1)
+                if mode == M_LSTM:
+                    h_out[n, j] = sigmoid(pre[3]) * tanh(c1)
+                else:
+                    rh[n, j] = sigmoid(pre[3]) * tanh(c1)
+            elif mode == M_PROJ:
+                h_out[n, j] = pre[0]
             elif mode == M_RNN:
                 h_out[n, j] = act(pre[0])
             elif mode == M_GRU_LBR:
@@ -243,23 +263,26 @@ def seq_units(G, P, itemsize, BT=BT_MAX):
 
 
 @functools.lru_cache(maxsize=None)
-def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT_MAX):
+def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT_MAX,
+                     proj=False):
     """(persistent, steps): the recurrence of one layer-direction over a whole sequence.
 
-    persistent[grid, (KS, U_STEP), stream](xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse,
-    col0) runs all T steps in one cooperative launch: a grid-stride loop over (unit block, batch
-    tile) items, one grid barrier per step (two for the Cho GRU). With cache_P > 0 (= P), each
-    block keeps its units' W_hh rows in shared memory for all T steps; that needs the grid to be
-    exactly the number of unit blocks. steps[s] is the same step as an ordinary kernel taking
-    the step index, one launch per plan per step: the fallback where a cooperative launch is not
-    possible.
+    persistent[grid, (KS, U), stream](xg, w_hh, w_hr, b_hh, lengths, hbuf, c, y, rh, m,
+    reverse, col0) runs all T steps in one cooperative launch: a grid-stride loop over (unit
+    block, batch tile) items, one grid barrier per step (two for the Cho GRU and the projected
+    LSTM). With cache_P > 0 (= P), each block keeps its units' W_hh rows in shared memory for all
+    T steps; that needs the grid to be exactly the number of unit blocks. steps[i] is plan i of
+    one step as an ordinary kernel taking the step index first, one launch per plan per step:
+    the fallback where a cooperative launch is not possible.
 
     xg [T, N, G*H] (or [N, T, G*H] batch_first) is the input projection with b_ih added; hbuf
-    [2, N, H] holds h_{s} in hbuf[s % 2] (hbuf[0] = h0 on entry; h_T ends in hbuf[T % 2]); c
-    [N, H] is c0 on entry and c_T on exit (LSTM); y [T, N, D*H] gets this direction's h in
-    columns col0 .. col0+H-1 at valid steps only; lengths [N] int32.
+    [2, N, P] holds h_{s} in hbuf[s % 2] (hbuf[0] = h0 on entry; h_T ends in hbuf[T % 2]); c
+    [N, H] is c0 on entry and c_T on exit (LSTM); y [T, N, D*P] gets this direction's h in
+    columns col0 .. col0+P-1 at valid steps only; lengths [N] int32; rh [N, H] is the Cho GRU's
+    r*h and m [N, H] the projected LSTM's o*tanh(c'); w_hr [P, H] (proj only). Arguments a cell
+    does not use may be any array of the right rank.
     """
-    plan_list = plans(kind, lbr)
+    plan_list = plans(kind, lbr, proj)
     G = GATES[kind]
     sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
     np_t = _np_type(dtype_name)
@@ -270,21 +293,22 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
     WROWS = G * U if cache else 1
     WCOLS = cache_P if cache else 1
     bf = bool(batch_first)
-    n_plans = len(plan_list)
-    p0 = plan_list[0]
-    p1 = plan_list[-1]
+    two = len(plan_list) == 2
 
-    def make_phase(plan):
+    def make_phase(plan, use_cache):
         mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+        GP = MODE_GATES[mode]
         PQS = NS * BT
+        writes_h = mode != M_GRU_R and mode != M_LSTM_M
 
         @cuda.jit(device=True)
-        def phase(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0, part,
-                  sums, acc, xs, pre, item0, istep):
+        def phase(s, xg, w, ws, b_hh, lengths, src, hcur, hnxt, c, y, rh, m, reverse, col0,
+                  part, sums, acc, xs, pre, item0, istep):
             lane = cuda.threadIdx.x
             u = cuda.threadIdx.y
             N = hcur.shape[0]
-            H = hcur.shape[1]
+            H = w.shape[0] // GP  # this phase's units (P for the projection)
+            K = src.shape[1]
             nub = (H + U - 1) // U
             items = nub * ((N + BT - 1) // BT)
             for item in range(item0, items, istep):
@@ -294,25 +318,25 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
                 for q in range(PQS):
                     acc[q] = 0
                 if j < H:
-                    if cache:
-                        dot_rows(acc, ws, u, U, hcur, H, a_lo, a_hi, a_slot, n0, N, lane, xs)
+                    if use_cache:
+                        dot_rows(acc, ws, u, U, src, K, a_lo, a_hi, a_slot, n0, N, lane, xs)
                     else:
-                        dot_rows(acc, w_hh, j, H, hcur, H, a_lo, a_hi, a_slot, n0, N, lane, xs)
+                        dot_rows(acc, w, j, H, src, K, a_lo, a_hi, a_slot, n0, N, lane, xs)
                     if b_hi > b_lo:
                         if b_rh:
-                            if cache:
+                            if use_cache:
                                 dot_rows(acc, ws, u, U, rh, H, b_lo, b_hi, b_slot, n0, N, lane,
                                          xs)
                             else:
-                                dot_rows(acc, w_hh, j, H, rh, H, b_lo, b_hi, b_slot, n0, N,
-                                         lane, xs)
+                                dot_rows(acc, w, j, H, rh, H, b_lo, b_hi, b_slot, n0, N, lane,
+                                         xs)
                         else:
-                            if cache:
-                                dot_rows(acc, ws, u, U, hcur, H, b_lo, b_hi, b_slot, n0, N,
+                            if use_cache:
+                                dot_rows(acc, ws, u, U, src, K, b_lo, b_hi, b_slot, n0, N,
                                          lane, xs)
                             else:
-                                dot_rows(acc, w_hh, j, H, hcur, H, b_lo, b_hi, b_slot, n0, N,
-                                         lane, xs)
+                                dot_rows(acc, w, j, H, src, K, b_lo, b_hi, b_slot, n0, N, lane,
+                                         xs)
                 reduce_slots(acc, part, sums, u, lane, PQS)
                 n = n0 + lane
                 if lane < BT and j < H and n < N:
@@ -326,13 +350,17 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
                                 pre[g - x_lo] += xg[n, t, g * H + j]
                             else:
                                 pre[g - x_lo] += xg[t, n, g * H + j]
-                        for g in range(a_lo, a_hi):
-                            pre[a_slot + g - a_lo] += b_hh[g * H + j]
-                        for g in range(b_lo, b_hi):
-                            pre[b_slot + g - b_lo] += b_hh[g * H + j]
-                        hv = hcur[n, j]
+                        if mode != M_PROJ:
+                            for g in range(a_lo, a_hi):
+                                pre[a_slot + g - a_lo] += b_hh[g * H + j]
+                            for g in range(b_lo, b_hi):
+                                pre[b_slot + g - b_lo] += b_hh[g * H + j]
                         if mode == M_GRU_R:
-                            rh[n, j] = sigmoid(pre[0]) * hv
+                            rh[n, j] = sigmoid(pre[0]) * hcur[n, j]
+                        elif mode == M_LSTM_M:
+                            c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
+                            c[n, j] = c1
+                            m[n, j] = sigmoid(pre[3]) * tanh(c1)
                         else:
                             if mode == M_LSTM:
                                 c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
@@ -343,22 +371,24 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
                             elif mode == M_GRU_LBR:
                                 r = sigmoid(pre[0])
                                 z = sigmoid(pre[1])
-                                h1 = (one - z) * tanh(pre[2] + r * pre[3]) + z * hv
-                            else:  # M_GRU_MAIN
+                                h1 = (one - z) * tanh(pre[2] + r * pre[3]) + z * hcur[n, j]
+                            elif mode == M_GRU_MAIN:
                                 z = sigmoid(pre[0])
-                                h1 = (one - z) * tanh(pre[1]) + z * hv
+                                h1 = (one - z) * tanh(pre[1]) + z * hcur[n, j]
+                            else:  # M_PROJ
+                                h1 = pre[0]
                             hnxt[n, j] = h1
                             if bf:
                                 y[n, t, col0 + j] = h1
                             else:
                                 y[t, n, col0 + j] = h1
-                    elif mode != M_GRU_R:
+                    elif writes_h:
                         hnxt[n, j] = hcur[n, j]  # past this row's length: carry the state
 
         return phase
 
-    phase_first = make_phase(p0)
-    phase_last = make_phase(p1)
+    phase_first = make_phase(plan_list[0], cache)
+    phase_last = make_phase(plan_list[-1], cache and not proj)
 
     @cuda.jit(device=True, inline=True)
     def load_ws(ws, w_hh):
@@ -376,7 +406,7 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
         cuda.syncthreads()
 
     @cuda.jit
-    def persistent(xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
+    def persistent(xg, w_hh, w_hr, b_hh, lengths, hbuf, c, y, rh, m, reverse, col0):
         part = cuda.shared.array((U, QS, KS1), ftype)
         sums = cuda.shared.array((U, QS), ftype)
         ws = cuda.shared.array((WROWS, WCOLS), ftype)
@@ -390,28 +420,47 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
         for s in range(T):
             hcur = hbuf[s % 2]
             hnxt = hbuf[(s + 1) % 2]
-            phase_first(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0,
-                        part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+            phase_first(s, xg, w_hh, ws, b_hh, lengths, hcur, hcur, hnxt, c, y, rh, m,
+                        reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x,
+                        cuda.gridDim.x)
             grid.sync()
-            if n_plans == 2:
-                phase_last(s, xg, w_hh, ws, b_hh, lengths, hcur, hnxt, c, y, rh, reverse, col0,
-                           part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+            if two:
+                if proj:
+                    phase_last(s, xg, w_hr, ws, b_hh, lengths, m, hcur, hnxt, c, y, rh, m,
+                               reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x,
+                               cuda.gridDim.x)
+                else:
+                    phase_last(s, xg, w_hh, ws, b_hh, lengths, hcur, hcur, hnxt, c, y, rh, m,
+                               reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x,
+                               cuda.gridDim.x)
                 grid.sync()
 
-    def make_step(phase):
+    def make_step(phase, last):
+        use_w_hr = proj and last
+
         @cuda.jit
-        def step(s, xg, w_hh, b_hh, lengths, hbuf, c, y, rh, reverse, col0):
+        def step(s, xg, w_hh, w_hr, b_hh, lengths, hbuf, c, y, rh, m, reverse, col0):
             part = cuda.shared.array((U, QS, KS1), ftype)
             sums = cuda.shared.array((U, QS), ftype)
             acc = cuda.local.array(QS, ftype)
             xs = cuda.local.array(BT, ftype)
             pre = cuda.local.array(4, ftype)
-            phase(s, xg, w_hh, w_hh, b_hh, lengths, hbuf[s % 2], hbuf[(s + 1) % 2], c, y, rh,
-                  reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+            hcur = hbuf[s % 2]
+            hnxt = hbuf[(s + 1) % 2]
+            if use_w_hr:
+                phase(s, xg, w_hr, w_hr, b_hh, lengths, m, hcur, hnxt, c, y, rh, m, reverse,
+                      col0, part, sums, acc, xs, pre, cuda.blockIdx.x, cuda.gridDim.x)
+            else:
+                phase(s, xg, w_hh, w_hh, b_hh, lengths, hcur, hcur, hnxt, c, y, rh, m,
+                      reverse, col0, part, sums, acc, xs, pre, cuda.blockIdx.x,
+                      cuda.gridDim.x)
 
         return step
 
-    steps = [make_step(phase_first)] + ([make_step(phase_last)] if n_plans == 2 else [])
+    # the loop fallback's phases read W_hh from global memory (no shared-memory cache)
+    loop_first = make_phase(plan_list[0], False)
+    loop_last = make_phase(plan_list[-1], False)
+    steps = [make_step(loop_first, False)] + ([make_step(loop_last, True)] if two else [])
     return persistent, steps
 
 

@@ -81,29 +81,44 @@ def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False,
         raise ValueError(f"w_hh: expected [{rows}, H] (rows a positive multiple of {G}), "
                          f"got {tuple(whh.shape)}")
     H = whh.shape[0] // G
+    P = H
+    whr = None
     if w_hr is not None:
-        raise NotImplementedError("w_hr: LSTM projections run on the CPU only for now")
-    _api.expect_shape(whh, "w_hh", (rows, "H"), (G * H, H))
+        if kind != LSTM:
+            raise ValueError("w_hr: only an LSTM has a projection")
+        whr = _view(lib, w_hr, "w_hr", dt)
+        if len(whr.shape) != 2 or whr.shape[0] < 1:
+            raise ValueError(f"w_hr: expected [P, H] = [P, {H}], got {tuple(whr.shape)}")
+        P = whr.shape[0]
+        _api.expect_shape(whr, "w_hr", ("P", "H"), (P, H))
+    _api.expect_shape(whh, "w_hh", (rows, "P" if whr is not None else "H"), (G * H, P))
     wih = _view(lib, w_ih, "w_ih", dt)
     _api.expect_shape(wih, "w_ih", (rows, "I"), (G * H, I))
     bih = _vector(lib, b_ih, "b_ih", G, H, kind, dt)
     bhh = _vector(lib, b_hh, "b_hh", G, H, kind, dt)
-    hv = _state(lib, h, "h", "H", N, H, dt, unbatched)
+    hv = _state(lib, h, "h", "P" if whr is not None else "H", N, P, dt, unbatched)
     d = dummy(dt)
     cv = _state(lib, c, "c", "H", N, H, dt, unbatched) if kind == LSTM else d
-    h1 = lib.empty((N, H), dt)
+    h1 = lib.empty((N, P), dt)
     c1 = lib.empty((N, H), dt) if kind == LSTM else None
     h1v = lib.view(h1)
     c1v = lib.view(c1) if kind == LSTM else d
     bt = _kernels.batch_tile(N)
-    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name, bt)
-    rh = lib.view(lib.empty((N, H), dt)) if len(kernels) == 2 else d
+    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name, bt, proj=whr is not None)
+    scratch = lib.view(lib.empty((N, H), dt)) if len(kernels) == 2 else d  # r*h, or m
     grid = _kernels.grid_for(H, N, BT=bt)
     block = (_kernels.KS, _kernels.U_STEP)
-    for k in kernels:
-        k[grid, block, lib.stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, rh)
+    stream = lib.stream
+    if whr is None:
+        for k in kernels:
+            k[grid, block, stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, scratch)
+    else:  # c' and m = o*tanh(c'), then h' = W_hr m
+        kernels[0][grid, block, stream](X, hv, cv, wih, whh, bih, bhh, d, c1v, scratch)
+        # (x is only read for N here: the projection has no input part)
+        kernels[1][_kernels.grid_for(P, N, BT=bt), block, stream](scratch, scratch, d, d, whr,
+                                                                  bih, bhh, h1v, d, d)
     if unbatched:
-        h1 = h1.reshape(H)
+        h1 = h1.reshape(P)
         c1 = None if c1 is None else c1.reshape(H)
     return h1, c1
 
@@ -138,14 +153,17 @@ def _lengths(lib, lengths, N, T, stream):
 
 
 def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, impl="auto",
-             dtype=None):
+             dtype=None, P=None):
     """A whole sequence on the device.
 
-    layers: [(w_ih, w_hh, b_ih, b_hh)] per layer-direction, layer-major (device arrays or
-    None biases). Returns (y, h_n, c_n) in the library of x (c_n None unless LSTM).
+    layers: [(w_ih, w_hh, b_ih, b_hh[, w_hr])] per layer-direction, layer-major (device arrays;
+    None biases; w_hr [P, H] for a projected LSTM, whose states and outputs have P columns).
+    Returns (y, h_n, c_n) in the library of x (c_n None unless LSTM).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    P = H if P is None else P
+    proj = P != H
     lib = library_of(x, device_kind(x))
     xv = _view(lib, x, "x", dtype)
     dt = np.dtype(xv.dtype)
@@ -171,8 +189,8 @@ def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, i
     lead_v = (L * D,) if unbatched else (L * D, N)
     if h0 is not None:
         h0 = _view(lib, h0, "h0", dt)
-        _api.expect_shape(h0, "h0", lead + ("H",), lead_v + (H,))
-        h0 = h0.reshape(L * D, N, H)
+        _api.expect_shape(h0, "h0", lead + ("P" if proj else "H",), lead_v + (P,))
+        h0 = h0.reshape(L * D, N, P)
     if c0 is not None:
         c0 = _view(lib, c0, "c0", dt)
         _api.expect_shape(c0, "c0", lead + ("H",), lead_v + (H,))
@@ -182,24 +200,25 @@ def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, i
 
     outer = (N, T) if bf else (T, N)
     make = lib.zeros if lengths is not None else lib.empty
-    ys = [make(outer + (D * H,), dt) for _ in range(min(L, 2))]
-    hn = lib.empty((L * D, N, H), dt)
+    ys = [make(outer + (D * P,), dt) for _ in range(min(L, 2))]
+    hn = lib.empty((L * D, N, P), dt)
     cn = lib.empty((L * D, N, H), dt) if kind == LSTM else None
     hnv = lib.view(hn)
     cnv = lib.view(cn) if kind == LSTM else None
-    hbuf = lib.view(lib.empty((2, N, H), dt))
+    hbuf = lib.view(lib.empty((2, N, P), dt))
     xg = lib.view(lib.empty((T * N, G * H), dt))
     xg3 = xg.reshape(outer + (G * H,))
     d1 = dummy(dt)
-    n_plans = len(_kernels.plans(kind, lbr))
-    rh = lib.view(lib.empty((N, H), dt)) if n_plans == 2 else d1
+    two = len(_kernels.plans(kind, lbr, proj)) == 2
+    scratch = lib.view(lib.empty((N, H), dt)) if two else d1  # r*h (Cho GRU) or m (projection)
 
     layer_in = X.reshape(T * N, I)
     for layer in range(L):
         y = ys[layer % 2]
         yv = lib.view(y)
         for d in range(D):
-            w_ih, w_hh, b_ih, b_hh = layers[layer * D + d]
+            w_ih, w_hh, b_ih, b_hh = layers[layer * D + d][:4]
+            w_hr = layers[layer * D + d][4] if proj else d1
             ld = layer * D + d
             bih = b_ih if b_ih is not None else zeros_1d(G * H, dt)
             bhh = b_hh if b_hh is not None else zeros_1d(G * H, dt)
@@ -216,46 +235,47 @@ def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, i
                     fill_zero(cv, stream)
             else:
                 cv = d1
-            _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh,
-                        d == 1, d * H, T, N, H, stream)
+            args = (xg3, w_hh, w_hr, bhh, lens, hbuf, cv, yv, scratch, scratch, int(d == 1),
+                    int(d * P))
+            _recurrence(kind, lbr, relu, dt, bf, impl, proj, args, T, N, H, P, stream)
             copy2d(hbuf[T % 2], hnv[ld], stream)
-        layer_in = yv.reshape(T * N, D * H)
+        layer_in = yv.reshape(T * N, D * P)
     y = ys[(L - 1) % 2]
     if unbatched:
-        y = y.reshape(T, D * H)
-        hn = hn.reshape(L * D, H)
+        y = y.reshape(T, D * P)
+        hn = hn.reshape(L * D, P)
         cn = None if cn is None else cn.reshape(L * D, H)
     return y, hn, cn
 
 
-def _recurrence(kind, lbr, relu, dt, bf, impl, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, reverse,
-                col0, T, N, H, stream):
+def _recurrence(kind, lbr, relu, dt, bf, impl, proj, args, T, N, H, P, stream):
+    """Launch one layer-direction: the persistent kernel where a cooperative grid fits (with
+    W_hh in shared memory where that fits too), else one launch per plan per step."""
     G = _api.GATES[kind]
     bt = _kernels.batch_tile(N)
     nbt = -(-N // bt)
+    units = max(H, P)  # the projection phase runs P units
     if impl != "loop":
-        U, cache_ok = _kernels.seq_units(G, H, dt.itemsize, bt)
+        U, cache_ok = _kernels.seq_units(G, P, dt.itemsize, bt)
         block = (_kernels.KS, U)
         nub = -(-H // U)
-        probe, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt)
-        args0 = (xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, int(reverse), int(col0))
-        limit = _coop_limit(probe, args0, block)
+        probe, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt, proj)
+        limit = _coop_limit(probe, args, block)
         cache = cache_ok and nub <= limit
         persistent, _ = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf,
-                                                  H if cache else 0, U, bt)
+                                                  P if cache else 0, U, bt, proj)
         if cache:
-            limit = min(limit, _coop_limit(persistent, args0, block))
+            limit = min(limit, _coop_limit(persistent, args, block))
         if limit >= 1 and (not cache or nub <= limit):
-            grid = nub if cache else max(1, min(nub * nbt, limit))
-            persistent[grid, block, stream](*args0)
+            grid = nub if cache else max(1, min(-(-units // U) * nbt, limit))
+            persistent[grid, block, stream](*args)
             return
         if impl == "persistent":
             raise RuntimeError("impl='persistent': no cooperative launch fits this device")
     U = _kernels.U_STEP
-    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt)
-    grid = (-(-H // U)) * nbt
+    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt, proj)
     block = (_kernels.KS, U)
+    grids = [(-(-H // U)) * nbt, (-(-(P if proj else H) // U)) * nbt]
     for s in range(T):
-        for k in steps:
-            k[grid, block, stream](s, xg3, w_hh, bhh, lens, hbuf, cv, yv, rh, int(reverse),
-                                   int(col0))
+        for i, k in enumerate(steps):
+            k[grids[i], block, stream](s, *args)
