@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from gatedkernels import _config, _ext
-from gatedkernels._device import cuda_module, device_kind
+from gatedkernels._device import cuda_module, device_kind, refuse_out
 
 LSTM, GRU, RNN = _ext.LSTM, _ext.GRU, _ext.RNN
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
@@ -156,9 +156,7 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out
     """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM);
     `out` is None, h1 or (h1, c1): caller-owned buffers written in place."""
     if device_kind(x) is not None:  # a CUDA array: the GPU path, outputs of the same kind
-        if out is not None:
-            raise TypeError("out: device calls return arrays of the caller's library; out= "
-                            "takes NumPy buffers only")
+        refuse_out(out)
         return cuda_module()._run.cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr, relu)
     x = float_array(x, "x")
     dt = x.dtype
@@ -425,17 +423,23 @@ def _functional_kernel(kind, weights, dtype, num_layers, bidirectional, lbr=True
                        2 if bidirectional else 1, tuples, _config.get_isa())
 
 
+def check_names(weights, shapes, what):
+    """ValueError naming the missing and unexpected keys unless `weights` has exactly the names
+    of `shapes`."""
+    keys = set(weights.keys())
+    missing = [k for k in shapes if k not in keys]
+    unexpected = sorted(k for k in keys if k not in shapes)
+    if missing or unexpected:
+        raise ValueError(f"{what}: missing keys {missing}, unexpected keys {unexpected}")
+
+
 def load_params(weights, kind, I, H, num_layers, bidirectional, bias, proj, dtype, cell=False):
     """Check every name and shape of a PyTorch-named mapping; return {name: read-only array}."""
     if cell:
         shapes = param_shapes_cell(kind, I, H, bias)
     else:
         shapes = param_shapes(kind, I, H, num_layers, bidirectional, bias, proj)
-    keys = set(weights.keys())
-    missing = [k for k in shapes if k not in keys]
-    unexpected = sorted(k for k in keys if k not in shapes)
-    if missing or unexpected:
-        raise ValueError(f"state dict: missing keys {missing}, unexpected keys {unexpected}")
+    check_names(weights, shapes, "state dict")
     out = {}
     for name, (letters, shape) in shapes.items():
         arr = float_array(weights[name], name, dtype)

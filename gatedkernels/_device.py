@@ -35,6 +35,13 @@ def device_kind(a):
     return None
 
 
+def refuse_out(out):
+    """Device calls allocate through the caller's library: out= buffers are NumPy-only."""
+    if out is not None:
+        raise TypeError("out: device calls return arrays of the caller's library; out= takes "
+                        "NumPy buffers only")
+
+
 def cuda_module():
     """gatedkernels.cuda, imported on first use (ImportError with an install hint without numba)."""
     from gatedkernels import cuda

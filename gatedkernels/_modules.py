@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from gatedkernels import _api, _config, _ext, reference
-from gatedkernels._device import cuda_module, device_kind
+from gatedkernels._device import cuda_module, device_kind, refuse_out
 from gatedkernels._api import check_size, float_array, to_numpy
 
 # Cell kinds (the class names LSTM, GRU, RNN below are the modules).
@@ -234,9 +234,7 @@ class _CellModule(_Module):
         return h1, c1
 
     def _step_device(self, x, h, c, out):
-        if out is not None:
-            raise TypeError("out: device calls return arrays of the caller's library; out= "
-                            "takes NumPy buffers only")
+        refuse_out(out)
         p = self._device_params()
         return cuda_module()._run.cell(
             self._kind, x, h, c, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),

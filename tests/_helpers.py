@@ -14,6 +14,28 @@ KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
+# Every cell variant as (kind, functional keyword arguments), with test ids.
+CELL_VARIANTS = [
+    ("lstm", {}),
+    ("gru", {"linear_before_reset": True}),
+    ("gru", {"linear_before_reset": False}),
+    ("rnn_tanh", {}),
+    ("rnn_relu", {}),
+]
+VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
+
+
+def cast_tree(tree, dtype):
+    """Cast every array of a dict / tuple / array to dtype (None stays None)."""
+    if tree is None:
+        return None
+    if isinstance(tree, dict):
+        return {k: cast_tree(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return tuple(cast_tree(v, dtype) for v in tree)
+    return np.asarray(tree).astype(dtype)
+
+
 def nonlinearity(kind):
     """"tanh"/"relu" for the RNN kinds."""
     return kind.split("_")[1]

@@ -94,14 +94,7 @@ def _np(tree):
     return tree.detach().cpu().numpy()
 
 
-def _cast(tree, dtype):
-    if tree is None:
-        return None
-    if isinstance(tree, dict):
-        return {k: _cast(v, dtype) for k, v in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return tuple(_cast(v, dtype) for v in tree)
-    return np.asarray(tree).astype(dtype)
+_cast = _helpers.cast_tree
 
 
 def _assert_torch_like(torch, out, like, what):

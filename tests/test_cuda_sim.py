@@ -33,29 +33,14 @@ from conftest import assert_close32, assert_close64  # noqa: E402
 from gatedkernels import reference  # noqa: E402
 from gatedkernels._device import device_kind  # noqa: E402
 
-CELL_VARIANTS = [
-    ("lstm", {}),
-    ("gru", {"linear_before_reset": True}),
-    ("gru", {"linear_before_reset": False}),
-    ("rnn_tanh", {}),
-    ("rnn_relu", {}),
-]
-VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
+CELL_VARIANTS, VARIANT_IDS = _helpers.CELL_VARIANTS, _helpers.VARIANT_IDS
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _cast(tree, dtype):
-    """Cast every array of a dict / tuple / array to dtype (None stays None)."""
-    if tree is None:
-        return None
-    if isinstance(tree, dict):
-        return {k: _cast(v, dtype) for k, v in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return tuple(_cast(v, dtype) for v in tree)
-    return np.asarray(tree).astype(dtype)
+_cast = _helpers.cast_tree
 
 
 def _f32_exact(tree):

@@ -21,14 +21,7 @@ from gatedkernels import reference
 # Every test here runs once per kernel build this CPU supports (the `isa` fixture, conftest.py).
 pytestmark = pytest.mark.usefixtures("isa")
 
-CELL_VARIANTS = [
-    ("lstm", {}),
-    ("gru", {"linear_before_reset": True}),
-    ("gru", {"linear_before_reset": False}),
-    ("rnn_tanh", {}),
-    ("rnn_relu", {}),
-]
-VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
+CELL_VARIANTS, VARIANT_IDS = _helpers.CELL_VARIANTS, _helpers.VARIANT_IDS
 DTYPES = [np.float64, np.float32]
 # (N, I, H)
 # N >= 16 takes the functional cells' pack-once-per-call path (_api.PACK_PER_CALL_ROWS).

@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from gatedkernels import _api
-from gatedkernels.cuda._numba import SIMULATOR, is_available
-from gatedkernels.cuda._run import IMPLS, cell, sequence
+from gatedkernels._device import device_kind
+from gatedkernels.cuda._interop import library_of
+from gatedkernels.cuda._numba import SIMULATOR, cuda, is_available
+from gatedkernels.cuda._run import IMPLS, _view, cell, sequence
 from gatedkernels.cuda._stream import DeviceStream
 
 __all__ = ["is_available", "to_device_params", "DeviceStream", "SIMULATOR", "lstm_cell", "gru_cell", "rnn_cell", "lstm", "gru",
@@ -35,8 +37,6 @@ __all__ = ["is_available", "to_device_params", "DeviceStream", "SIMULATOR", "lst
 
 def to_device_params(params):
     """{name: Numba device array} copies of a module's NumPy parameters."""
-    from gatedkernels.cuda._numba import cuda
-
     return {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in params.items()}
 
 
@@ -57,9 +57,6 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
 def _layers(kind, weights, num_layers, bidirectional, dt):
     """[(w_ih, w_hh, b_ih, b_hh)] from a PyTorch-named mapping of device arrays, checked and
     cast to `dt`."""
-    from gatedkernels.cuda._interop import library_of
-    from gatedkernels._device import device_kind
-
     num_layers = _api.check_size(num_layers, "num_layers", 1)
     D = 2 if bidirectional else 1
     if "weight_hh_l0" not in weights or "weight_ih_l0" not in weights:
@@ -67,8 +64,6 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
     G = _api.GATES[kind]
     w0 = weights["weight_hh_l0"]
     lib = library_of(w0, device_kind(w0))
-    from gatedkernels.cuda._run import _view
-
     w_hh0 = _view(lib, w0, "weight_hh_l0")
     w_ih0 = _view(lib, weights["weight_ih_l0"], "weight_ih_l0")
     if len(w_hh0.shape) != 2 or w_hh0.shape[0] % G or len(w_ih0.shape) != 2:
@@ -82,11 +77,7 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
             raise ValueError("weights: only an LSTM has weight_hr_l*")
         proj = _view(lib, weights["weight_hr_l0"], "weight_hr_l0").shape[0]
     shapes = _api.param_shapes(kind, I, H, num_layers, D == 2, bias, proj)
-    keys = set(weights.keys())
-    missing = [k for k in shapes if k not in keys]
-    unexpected = sorted(k for k in keys if k not in shapes)
-    if missing or unexpected:
-        raise ValueError(f"weights: missing keys {missing}, unexpected keys {unexpected}")
+    _api.check_names(weights, shapes, "weights")
     views = {}
     for name, (letters, shape) in shapes.items():
         v = _view(lib, weights[name], name, dt)
@@ -98,10 +89,6 @@ def _layers(kind, weights, num_layers, bidirectional, dt):
 
 def _sequence(kind, x, hx, weights, num_layers, bidirectional, batch_first, lengths, impl,
               lbr=True, relu=False):
-    from gatedkernels._device import device_kind
-    from gatedkernels.cuda._interop import library_of
-    from gatedkernels.cuda._run import _view
-
     # computes in x's dtype, as the CPU call does: the weights are cast to it
     dt = _view(library_of(x, device_kind(x)), x, "x").dtype
     layers, I, H, P, L, D = _layers(kind, weights, num_layers, bidirectional, dt)

@@ -458,8 +458,8 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
         return step
 
     # the loop fallback's phases read W_hh from global memory (no shared-memory cache)
-    loop_first = make_phase(plan_list[0], False)
-    loop_last = make_phase(plan_list[-1], False)
+    loop_first = make_phase(plan_list[0], False) if cache else phase_first
+    loop_last = make_phase(plan_list[-1], False) if cache else phase_last
     steps = [make_step(loop_first, False)] + ([make_step(loop_last, True)] if two else [])
     return persistent, steps
 
