@@ -100,8 +100,9 @@ int64_t step_workspace_size(int isa, const CellSpec& spec, const LayerDims& dims
 
 template <typename T>
 void step_forward(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N,
-                  const T* packed, const T* x, const T* h, const T* c, T* h1, T* c1, T* ws) {
-  ops<T>(isa).step_forward(spec, dims, N, packed, x, h, c, h1, c1, ws);
+                  const T* packed, const T* x, const T* h, const T* c, T* h1, T* c1, T* ws,
+                  bool backward) {
+  ops<T>(isa).step_forward(spec, dims, N, packed, x, h, c, h1, c1, ws, backward);
 }
 
 template <typename T>
@@ -140,7 +141,7 @@ void activation_forward(int isa, int which, const T* x, int64_t n, T* y) {
                               T*);                                                            \
   template int64_t step_workspace_size<T>(int, const CellSpec&, const LayerDims&, int64_t);   \
   template void step_forward<T>(int, const CellSpec&, const LayerDims&, int64_t, const T*,    \
-                                const T*, const T*, const T*, T*, T*, T*);                    \
+                                const T*, const T*, const T*, T*, T*, T*, bool);              \
   template int64_t raw_step_workspace_size<T>(int, const CellSpec&, const LayerDims&,         \
                                               int64_t);                                       \
   template void raw_step_forward<T>(int, const CellSpec&, const LayerDims&, int64_t,          \

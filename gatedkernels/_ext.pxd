@@ -38,7 +38,7 @@ cdef extern from "gatedkernels/gatedkernels.h" namespace "gatedkernels" nogil:
                        T* out)
     int64_t step_workspace_size[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N)
     void step_forward[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
-                         const T* x, const T* h, const T* c, T* h1, T* c1, T* ws)
+                         const T* x, const T* h, const T* c, T* h1, T* c1, T* ws, bint backward)
     int64_t raw_step_workspace_size[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N)
     void raw_step_forward[T](int isa, const CellSpec& spec, const LayerDims& dims, int64_t N,
                              const RawWeights[T]& raw, const T* x, const T* h, const T* c,

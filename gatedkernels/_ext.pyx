@@ -121,6 +121,20 @@ cdef inline const void* _ptr_or_null(cnp.ndarray a):
     return NULL if a is None else cnp.PyArray_DATA(a)
 
 
+cdef cnp.ndarray _aligned_empty(int64_t n, object dtype):
+    """An uninitialized 1-D array of n elements whose data starts on a 64-byte boundary.
+
+    NumPy only promises 16-byte alignment. The kernels' vector loads of packed weights and
+    workspace rows are 64 bytes wide (AVX-512), so an unaligned buffer splits every load over two
+    cache lines, and where a buffer lands then decides the speed of a call from run to run.
+    """
+    dt = np.dtype(dtype)
+    cdef int64_t item = dt.itemsize
+    cdef cnp.ndarray raw = np.empty(max(n, 1) + 64 // item, dtype=dt)
+    cdef int64_t off = ((-<int64_t><size_t>cnp.PyArray_DATA(raw)) % 64) // item
+    return raw[off:off + max(n, 1)]
+
+
 cdef CellSpec _spec(int kind, bint linear_before_reset, bint relu) except *:
     if kind not in (LSTM, GRU, RNN):
         raise ValueError(f"unknown cell kind {kind}")
@@ -151,6 +165,7 @@ cdef class Kernel:
     cdef vector[cdouble_ptr] ptr_d
     cdef cnp.ndarray step_ws    # reused by step() while the GIL is held
     cdef bint step_ws_busy
+    cdef bint step_parity       # the block order of the next step() call
 
     def __init__(self, int kind, bint linear_before_reset, bint relu, dtype, int64_t I,
                  int64_t H, int64_t P, int L, int D, list layers, str isa):
@@ -193,7 +208,7 @@ cdef class Kernel:
                 _check(w_hr, "w_hr", self.typenum, P, H)
             if self.typenum == cnp.NPY_FLOAT32:
                 size = packed_layer_size[float](self.isa_i, self.spec, dims)
-                out = np.empty(size, dtype=np.float32)
+                out = _aligned_empty(size, np.float32)
                 rf.w_ih = <const float*>cnp.PyArray_DATA(w_ih)
                 rf.w_hh = <const float*>cnp.PyArray_DATA(w_hh)
                 rf.b_ih = <const float*>_ptr_or_null(b_ih)
@@ -204,7 +219,7 @@ cdef class Kernel:
                 self.ptr_f.push_back(<const float*>cnp.PyArray_DATA(out))
             else:
                 size = packed_layer_size[double](self.isa_i, self.spec, dims)
-                out = np.empty(size, dtype=np.float64)
+                out = _aligned_empty(size, np.float64)
                 rd.w_ih = <const double*>cnp.PyArray_DATA(w_ih)
                 rd.w_hh = <const double*>cnp.PyArray_DATA(w_hh)
                 rd.b_ih = <const double*>_ptr_or_null(b_ih)
@@ -248,7 +263,7 @@ cdef class Kernel:
             ws = self.step_ws
             shared = True
         else:
-            ws = np.empty(max(need, 1), dtype=self.dtype)
+            ws = _aligned_empty(need, self.dtype)
             if not self.step_ws_busy:
                 self.step_ws = ws
                 shared = True
@@ -261,6 +276,10 @@ cdef class Kernel:
         cdef void* h1p = cnp.PyArray_DATA(h1)
         cdef void* c1p = cnp.PyArray_DATA(c1) if lstm else NULL
         cdef void* wsp = cnp.PyArray_DATA(ws)
+        # Alternate the order of the hidden blocks from call to call: a call then starts on the
+        # weights the previous one read last (see step_forward); the results do not change.
+        cdef bint backward = self.step_parity
+        self.step_parity = not backward
         if shared:
             self.step_ws_busy = True
         try:
@@ -269,21 +288,21 @@ cdef class Kernel:
                     with nogil:
                         step_forward[float](self.isa_i, self.spec, dims, N, self.ptr_f[0], <float*>xp,
                                             <float*>hp, <const float*>cp, <float*>h1p,
-                                            <float*>c1p, <float*>wsp)
+                                            <float*>c1p, <float*>wsp, backward)
                 else:
                     step_forward[float](self.isa_i, self.spec, dims, N, self.ptr_f[0], <float*>xp,
                                         <float*>hp, <const float*>cp, <float*>h1p, <float*>c1p,
-                                        <float*>wsp)
+                                        <float*>wsp, backward)
             else:
                 if release:
                     with nogil:
                         step_forward[double](self.isa_i, self.spec, dims, N, self.ptr_d[0], <double*>xp,
                                              <double*>hp, <const double*>cp, <double*>h1p,
-                                             <double*>c1p, <double*>wsp)
+                                             <double*>c1p, <double*>wsp, backward)
                 else:
                     step_forward[double](self.isa_i, self.spec, dims, N, self.ptr_d[0], <double*>xp,
                                          <double*>hp, <const double*>cp, <double*>h1p,
-                                         <double*>c1p, <double*>wsp)
+                                         <double*>c1p, <double*>wsp, backward)
         finally:
             if shared:
                 self.step_ws_busy = False
@@ -331,7 +350,7 @@ cdef class Kernel:
             need = sequence_workspace_size[float](self.isa_i, self.spec, s)
         else:
             need = sequence_workspace_size[double](self.isa_i, self.spec, s)
-        cdef cnp.ndarray ws = np.empty(max(need, 1), dtype=self.dtype)
+        cdef cnp.ndarray ws = _aligned_empty(need, self.dtype)
         cdef const void* xp = cnp.PyArray_DATA(x)
         cdef const void* h0p = _ptr_or_null(h0)
         cdef const void* c0p = _ptr_or_null(c0) if lstm else NULL
@@ -394,7 +413,7 @@ def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.n
                          else raw_step_workspace_size[double](isa_i, spec, dims, N))
     cdef cnp.ndarray ws = None
     if need > 0:
-        ws = np.empty(need, dtype=x.dtype)
+        ws = _aligned_empty(need, x.dtype)
     cdef RawWeights[float] rf
     cdef RawWeights[double] rd
     cdef const void* xp = cnp.PyArray_DATA(x)
@@ -482,9 +501,12 @@ cdef class Stream:
         self.kernel, self.N = kernel, N
         self.lstm = kernel.kind == LSTM
         self.dims.I, self.dims.H, self.dims.P = kernel.I, kernel.H, kernel.P
-        self.hbuf = np.zeros((2, N, kernel.P), dtype=kernel.dtype)
-        self.cbuf = np.zeros((2, N, kernel.H if self.lstm else 1), dtype=kernel.dtype)
-        self.ws = np.empty(max(kernel._step_ws_size(N), 1), dtype=kernel.dtype)
+        cdef int64_t HC = kernel.H if self.lstm else 1
+        self.hbuf = _aligned_empty(2 * N * kernel.P, kernel.dtype).reshape(2, N, kernel.P)
+        self.cbuf = _aligned_empty(2 * N * HC, kernel.dtype).reshape(2, N, HC)
+        self.hbuf[...] = 0
+        self.cbuf[...] = 0
+        self.ws = _aligned_empty(kernel._step_ws_size(N), kernel.dtype)
         self.cur = 0
 
     def reset(self, h=None, c=None):
@@ -531,11 +553,12 @@ cdef class Stream:
         cdef void* c1 = (cb + nxt * NH * esz) if self.lstm else NULL
         if k.typenum == cnp.NPY_FLOAT32:
             step_forward[float](k.isa_i, k.spec, self.dims, self.N, k.ptr_f[0], <float*>xp,
-                                <float*>h0, <float*>c0, <float*>h1, <float*>c1, <float*>wsp)
+                                <float*>h0, <float*>c0, <float*>h1, <float*>c1, <float*>wsp,
+                                nxt == 1)
         else:
             step_forward[double](k.isa_i, k.spec, self.dims, self.N, k.ptr_d[0], <double*>xp,
                                  <double*>h0, <double*>c0, <double*>h1, <double*>c1,
-                                 <double*>wsp)
+                                 <double*>wsp, nxt == 1)
         self.cur = nxt
         if out is None:
             out = np.empty(((<object>self.N, <object>k.P) if nd != 1 else (<object>k.P,)), dtype=k.dtype)

@@ -87,12 +87,15 @@ void pack_layer(int isa, const CellSpec& spec, const LayerDims& dims, const RawW
 //   c  [N, H]     previous cell state (LSTM only; null otherwise)
 //   h1 [N, P]     new hidden state       c1 [N, H]  new cell state (LSTM only; null otherwise)
 //   ws [step_workspace_size] scratch
+//   backward  visit the hidden blocks last to first (on one thread; the results are the same).
+//             A stream alternates it, so that each step starts on the weights the step before
+//             read last, which are still in L1: measured 0.1 us of a 1.7 us step at H=64.
 // h1/c1 must not alias x, h or c.
 template <typename T>
 int64_t step_workspace_size(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N);
 template <typename T>
 void step_forward(int isa, const CellSpec& spec, const LayerDims& dims, int64_t N, const T* packed,
-                  const T* x, const T* h, const T* c, T* h1, T* c1, T* ws);
+                  const T* x, const T* h, const T* c, T* h1, T* c1, T* ws, bool backward = false);
 
 // One time step reading raw PyTorch-layout weights directly: for functional calls, which must
 // not pay for packing the weights on every call. Same arguments as step_forward.

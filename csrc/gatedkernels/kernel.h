@@ -68,6 +68,7 @@ inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-by
 struct Par {
   int tid, n;
   Sched* sched;
+  bool backward = false;  // one thread: visit the hidden blocks last to first (same results)
   void range(int64_t total, int64_t* b0, int64_t* b1) const { split_range(total, tid, n, b0, b1); }
   void sync() const {
     if (n > 1) barrier_wait(&sched->bar);
@@ -92,7 +93,7 @@ struct Par {
   template <class F>
   void blocks(int64_t blocks, int64_t rows, int bt, double flops_row, F&& f) const {
     if (n <= 1) {
-      for (int64_t b = 0; b < blocks; ++b) f(b, int64_t(0), rows);
+      for (int64_t i = 0; i < blocks; ++i) f(backward ? blocks - 1 - i : i, int64_t(0), rows);
       return;
     }
     int64_t chunk = rows;
@@ -351,7 +352,6 @@ void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel
   });
 }
 
-// Copies `lanes` values of a row into a VB-wide local (zeros past them), and back.
 // Pull a tile's rows of the input projection (and of c) towards the core while its dot
 // products run. The epilogue reads those rows once per step, G*VB values at a 4*H stride, which
 // the hardware prefetchers do not follow: without this it stalls on memory (perf: ~30% of an
@@ -364,19 +364,91 @@ GK_INLINE void prefetch_rows(const T* p, int64_t stride, int64_t rows, int64_t c
       __builtin_prefetch(reinterpret_cast<const char*>(p + r * stride) + o, 0, 3);
 }
 
+// Where a fused step reads its input projection (x W_ih^T + the folded biases), a tile at a time:
+// tile<BT>(b, n0, rows, buf, &stride) returns the G*VB gate values of hidden block b for batch
+// row n0 (the next row `stride` further on).
+//   XRows: a sequence has projected every row of every step in one GEMM beforehand.
+//   XTile: a single step projects each tile right before its recurrent product, with the same
+//          arithmetic as project_packed (so the results do not change): no pass over a
+//          workspace, and with several threads no barrier between the projection and the step.
+template <typename T, int G>
+struct XRows {
+  static constexpr bool kReadsWeights = false;
+  const T* xp;
+  int64_t stride;
+  template <int BT>
+  GK_INLINE const T* tile(int64_t b, int64_t n0, int64_t rows, T (&)[BT][G * Tile<T>::VB],
+                          int64_t* s) const {
+    const T* p = xp + n0 * stride + b * G * Tile<T>::VB;
+    prefetch_rows(p, stride, rows, G * Tile<T>::VB);
+    *s = stride;
+    return p;
+  }
+};
+
+template <typename T, int G>
+struct XTile {
+  static constexpr bool kReadsWeights = true;
+  const T* x;      // [N, I]
+  int64_t I;
+  const T* panel;  // packed W_ih, G gates
+  const T* bias;   // [nb][G][VB]
+  template <int BT>
+  GK_INLINE const T* tile(int64_t b, int64_t n0, int64_t rows, T (&buf)[BT][G * Tile<T>::VB],
+                          int64_t* s) const {
+    constexpr int W = G * Tile<T>::VB;
+    tile_dot<T, G, BT>(x + n0 * I, I, rows, panel + b * I * W, I, buf);
+    const T* bb = bias + b * W;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int i = 0; i < W; ++i) buf[r][i] = buf[r][i] + bb[i];
+    *s = W;
+    return &buf[0][0];
+  }
+};
+
+// A tile's input projection (xs.tile) and recurrent product acc = A . panel block. In backward
+// order (Par::backward) an XTile reads W_hh before W_ih, the reverse of forward order, so that a
+// step after a forward one starts on what that one read last.
+template <typename T, int G, int BT, class X>
+GK_INLINE const T* x_and_h_tiles(const X& xs, bool backward, int64_t b, int64_t n0, int64_t rows,
+                                 T (&xbuf)[BT][G * Tile<T>::VB], int64_t* x_stride, const T* A,
+                                 int64_t lda, const T* block, int64_t K,
+                                 T (&acc)[BT][G * Tile<T>::VB]) {
+  if (X::kReadsWeights && backward) {
+    tile_dot<T, G, BT>(A, lda, rows, block, K, acc);
+    return xs.template tile<BT>(b, n0, rows, xbuf, x_stride);
+  }
+  const T* xt = xs.template tile<BT>(b, n0, rows, xbuf, x_stride);
+  tile_dot<T, G, BT>(A, lda, rows, block, K, acc);
+  return xt;
+}
+
+// Copies `lanes` values of a row into a VB-wide local (zeros past them), and back. Every block
+// but the last is full: one vector move. (Left to itself, GCC turns the variable-length store
+// loop into a call to memcpy, two per row of every block: 10% of a small step.)
 template <typename T>
-inline void load_lanes(const T* src, int64_t lanes, T* dst) {
-  for (int l = 0; l < Tile<T>::VB; ++l) dst[l] = l < lanes ? src[l] : T(0);
+GK_INLINE void load_lanes(const T* src, int64_t lanes, T* dst) {
+  constexpr int VB = Tile<T>::VB;
+  if (lanes == VB) {
+    std::memcpy(dst, src, sizeof(T) * VB);
+    return;
+  }
+  for (int l = 0; l < VB; ++l) dst[l] = l < lanes ? src[l] : T(0);
 }
 template <typename T>
-inline void store_lanes(const T* src, int64_t lanes, T* dst) {
+GK_INLINE void store_lanes(const T* src, int64_t lanes, T* dst) {
+  constexpr int VB = Tile<T>::VB;
+  if (lanes == VB) {
+    std::memcpy(dst, src, sizeof(T) * VB);
+    return;
+  }
   for (int64_t l = 0; l < lanes; ++l) dst[l] = src[l];
 }
 
 // ---------------------------------------------------------------------------------------------
 // Fused steps. Each computes, for every hidden block and batch tile, the recurrent product into
 // registers and finishes the cell there: no [N, G*H] gates tensor is written to memory.
-//   xp        input projection of this step, row n at xp + n*xp_stride, [nb][G][VB]
+//   xs        the input projection of this step, tile by tile (XRows or XTile above)
 //   h [N, P], c [N, H] in; h1 [N, P], c1 [N, H] out; scratch sized by Cell::scratch().
 // ---------------------------------------------------------------------------------------------
 
@@ -394,12 +466,13 @@ template <typename T>
 struct Lstm {
   static constexpr int G = 4;
   static constexpr bool kHasC = true;
+  static constexpr bool kFusedInput = true;  // a single step can take XTile
   static int64_t scratch(const LayerDims& d, int64_t N) { return d.P != d.H ? N * d.H : 0; }
 
-  template <class Epi>
-  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T* c, T* h1, T* c1, T* scratch,
-                   const Par& par, const Epi& epi) {
+  template <class X, class Epi>
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
+                   const T* h, const T* c, T* h1, T* c1, T* scratch, const Par& par,
+                   const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
@@ -407,13 +480,14 @@ struct Lstm {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
-        T acc[BT][G * VB];
-        prefetch_rows(xp + n0 * xp_stride + b * G * VB, xp_stride, rows, G * VB);
+        T acc[BT][G * VB], xbuf[BT][G * VB];
+        int64_t x_stride;
         prefetch_rows(c + n0 * H + j0, H, rows, VB);
-        tile_dot<T, G, BT>(h + n0 * P, P, rows, w.w_hh + b * P * G * VB, P, acc);
+        const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
+                                              h + n0 * P, P, w.w_hh + b * P * G * VB, P, acc);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t n = n0 + r;
-          const T* x = xp + n * xp_stride + b * G * VB;
+          const T* x = xt + r * x_stride;
           const T* a = acc[r];
           T cv[VB], c1v[VB], h1v[VB];
           load_lanes(c + n * H + j0, lanes, cv);
@@ -452,18 +526,20 @@ template <typename T, bool kLinearBeforeReset>
 struct Gru {
   static constexpr int G = 3;
   static constexpr bool kHasC = false;
+  static constexpr bool kFusedInput = kLinearBeforeReset;
   static int64_t scratch(const LayerDims& d, int64_t N) {
     return kLinearBeforeReset ? 0 : 2 * N * d.H;
   }
 
-  template <class Epi>
-  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T* scratch,
-                   const Par& par, const Epi& epi) {
-    if (kLinearBeforeReset)
-      step_reset_after(d, N, w, xp, xp_stride, h, h1, par, epi);
+  // The Cho GRU reads its input projection in two passes (r, z, then n): only XRows.
+  template <class X, class Epi>
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
+                   const T* h, const T*, T* h1, T*, T* scratch, const Par& par,
+                   const Epi& epi) {
+    if constexpr (kLinearBeforeReset)
+      step_reset_after(d, N, w, xs, h, h1, par, epi);
     else
-      step_reset_before(d, N, w, xp, xp_stride, h, h1, scratch, par, epi);
+      step_reset_before(d, N, w, xs.xp, xs.stride, h, h1, scratch, par, epi);
   }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -472,10 +548,10 @@ struct Gru {
     *c0 = *c1 = 0;
   }
 
-  template <class Epi>
+  template <class X, class Epi>
   static void step_reset_after(const LayerDims& d, int64_t N, const PackedView<T>& w,
-                               const T* xp, int64_t xp_stride, const T* h, T* h1,
-                               const Par& par, const Epi& epi) {
+                               const X& xs, const T* h, T* h1, const Par& par,
+                               const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, nb = nblocks<T>(H);
     par.blocks(nb, N, BT, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
@@ -483,12 +559,13 @@ struct Gru {
       const T* bhn = w.b_hn + b * VB;
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
-        T acc[BT][G * VB];
-        prefetch_rows(xp + n0 * xp_stride + b * G * VB, xp_stride, rows, G * VB);
-        tile_dot<T, G, BT>(h + n0 * H, H, rows, w.w_hh + b * H * G * VB, H, acc);
+        T acc[BT][G * VB], xbuf[BT][G * VB];
+        int64_t x_stride;
+        const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
+                                              h + n0 * H, H, w.w_hh + b * H * G * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t n = n0 + r;
-          const T* x = xp + n * xp_stride + b * G * VB;
+          const T* x = xt + r * x_stride;
           const T* a = acc[r];
           T hv[VB], h1v[VB];
           load_lanes(h + n * H + j0, lanes, hv);
@@ -556,6 +633,7 @@ template <typename T, bool kRelu>
 struct Rnn {
   static constexpr int G = 1;
   static constexpr bool kHasC = false;
+  static constexpr bool kFusedInput = true;
   static int64_t scratch(const LayerDims&, int64_t) { return 0; }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -564,22 +642,22 @@ struct Rnn {
     *c0 = *c1 = 0;
   }
 
-  template <class Epi>
-  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const T* xp,
-                   int64_t xp_stride, const T* h, const T*, T* h1, T*, T*, const Par& par,
-                   const Epi& epi) {
+  template <class X, class Epi>
+  static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
+                   const T* h, const T*, T* h1, T*, T*, const Par& par, const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
     par.blocks(nb, N, BT, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
-        T acc[BT][VB];
-        prefetch_rows(xp + n0 * xp_stride + b * VB, xp_stride, rows, VB);
-        tile_dot<T, 1, BT>(h + n0 * H, H, rows, w.w_hh + b * H * VB, H, acc);
+        T acc[BT][VB], xbuf[BT][VB];
+        int64_t x_stride;
+        const T* xt = x_and_h_tiles<T, 1, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
+                                              h + n0 * H, H, w.w_hh + b * H * VB, H, acc);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t n = n0 + r;
-          const T* x = xp + n * xp_stride + b * VB;
+          const T* x = xt + r * x_stride;
           T h1v[VB];
           for (int l = 0; l < VB; ++l) h1v[l] = rnn_pointwise<T, kRelu>(x[l] + acc[r][l]);
           store_lanes(h1v, lanes, h1 + n * H + j0);
@@ -621,27 +699,34 @@ struct StepArgs {
   const T *x, *h, *c;
   T *h1, *c1, *ws;
   Sched* sched;  // on the caller's stack (see step_impl)
+  bool backward;
 };
 
 template <class Cell, typename T>
 void step_thread(void* ctx, int tid, int n) {
   StepArgs<Cell, T>& a = *static_cast<StepArgs<Cell, T>*>(ctx);
-  const Par par{tid, n, a.sched};
+  const Par par{tid, n, a.sched, a.backward};
   const LayerDims& d = *a.d;
   const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
-  T* xp = a.ws;
   T* scratch = a.ws + round_up(a.N * row);
-  project_packed<T, Cell::G>(a.x, d.I, a.N, d.I, a.w->w_ih, a.w->bias, nb, xp, par);
-  par.sync();  // an item of the step may read a block another thread projected
-  Cell::step(d, a.N, *a.w, xp, row, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
+  if constexpr (Cell::kFusedInput) {
+    const XTile<T, Cell::G> xs{a.x, d.I, a.w->w_ih, a.w->bias};
+    Cell::step(d, a.N, *a.w, xs, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
+  } else {
+    T* xp = a.ws;
+    project_packed<T, Cell::G>(a.x, d.I, a.N, d.I, a.w->w_ih, a.w->bias, nb, xp, par);
+    par.sync();  // an item of the step may read a block another thread projected
+    const XRows<T, Cell::G> xs{xp, row};
+    Cell::step(d, a.N, *a.w, xs, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
+  }
 }
 
 template <class Cell, typename T>
 void step_impl(const CellSpec& spec, const LayerDims& d, int64_t N, const T* packed, const T* x,
-               const T* h, const T* c, T* h1, T* c1, T* ws) {
+               const T* h, const T* c, T* h1, T* c1, T* ws, bool backward) {
   const PackedView<T> w = view_layer<T>(spec, d, packed);
   Sched sched;  // not value-initialized (a 16 KiB memset per call): sched_init sets what n use
-  StepArgs<Cell, T> a{&d, N, &w, x, h, c, h1, c1, ws, &sched};
+  StepArgs<Cell, T> a{&d, N, &w, x, h, c, h1, c1, ws, &sched, backward};
   const int n = threads_for(2.0 * N * Cell::G * d.H * (d.I + d.P), nblocks<T>(d.H), true);
   sched_init(&sched, n);
   if (n == 1)
@@ -776,14 +861,17 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         // valid step) and the output is zero: done item by item by the epilogue.
         const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
                                  h, c, h_next, c_next, Cell::kHasC};
-        const T* xp_t = xp + t * t_stride * row;
+        const XRows<T, Cell::G> xs{xp + t * t_stride * row, n_stride * row};
         if (nthreads == 1) {  // whole rows at once: fewer, longer copies
-          Cell::step(d, N, w, xp_t, n_stride * row, h, c, h_next, c_next, scratch, par,
-                     NoEpilogue{});
+          // Every other step visits the blocks last to first, so it starts on the weights the
+          // step before read last, which are still in cache (see step_forward).
+          Par zigzag = par;
+          zigzag.backward = step % 2 == 1;
+          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, NoEpilogue{});
           epi.on_c(0, N, 0, H);
           epi.on_h(0, N, 0, P);
         } else {
-          Cell::step(d, N, w, xp_t, n_stride * row, h, c, h_next, c_next, scratch, par, epi);
+          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, par, epi);
         }
         par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;

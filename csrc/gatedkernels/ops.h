@@ -15,7 +15,7 @@ struct KernelOps {
   void (*pack_layer)(const CellSpec&, const LayerDims&, const RawWeights<T>&, T*);
   int64_t (*step_workspace_size)(const CellSpec&, const LayerDims&, int64_t);
   void (*step_forward)(const CellSpec&, const LayerDims&, int64_t, const T*, const T*, const T*,
-                       const T*, T*, T*, T*);
+                       const T*, T*, T*, T*, bool);
   int64_t (*raw_step_workspace_size)(const CellSpec&, const LayerDims&, int64_t);
   void (*raw_step_forward)(const CellSpec&, const LayerDims&, int64_t, const RawWeights<T>&,
                            const T*, const T*, const T*, T*, T*, T*);

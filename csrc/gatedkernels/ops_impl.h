@@ -34,9 +34,9 @@ int64_t step_ws_t(const CellSpec& spec, const LayerDims& d, int64_t N) {
 
 template <typename T>
 void step_t(const CellSpec& spec, const LayerDims& d, int64_t N, const T* packed, const T* x,
-            const T* h, const T* c, T* h1, T* c1, T* ws) {
+            const T* h, const T* c, T* h1, T* c1, T* ws, bool backward) {
   with_cell<T>(spec, [&](auto cell) {
-    step_impl<decltype(cell), T>(spec, d, N, packed, x, h, c, h1, c1, ws);
+    step_impl<decltype(cell), T>(spec, d, N, packed, x, h, c, h1, c1, ws, backward);
     return 0;
   });
 }
