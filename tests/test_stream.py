@@ -21,6 +21,9 @@ CELLS = [
 @pytest.mark.parametrize("N,I,H", [(1, 1, 1), (1, 64, 64), (3, 5, 33), (8, 16, 17)])
 @pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
 def test_stream_matches_module_calls_bitwise(name, make, N, I, H, dtype, rng):
+    # The stream and the module alternate the order of the hidden blocks from call to call, in
+    # opposite phase (the stream starts backward, the module forward): this also checks that the
+    # order never changes a bit.
     cell = make(I, H, dtype)
     s = cell.stream(N)
     h = np.zeros((N, H), dtype)
