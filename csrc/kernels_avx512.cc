@@ -16,7 +16,7 @@
 
 #define GK_ISA avx512
 #define GK_VB_BYTES 64   // one zmm register: 16 floats, 8 doubles
-#define GK_ACC_REGS 28   // of 32 zmm registers
+#define GK_ACC_REGS 24   // of 32 zmm registers
 #include "gatedkernels/kernel.h"
 #include "gatedkernels/raw_step.h"
 #include "gatedkernels/ops_impl.h"

@@ -242,6 +242,14 @@ void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<
   if (L.w_hr >= 0) pack_panel(raw.w_hr, 0, d.P, 1, H, out + L.w_hr);
 }
 
+// All lanes = v, as one broadcast (folded into the FMA's memory operand). v - 0 is v for every
+// v, so the compiler drops the subtraction; v + 0 is not (-0 + 0 = +0) and costs a scalar add
+// before every broadcast.
+template <typename T>
+GK_INLINE Vec<T> splat(T v) {
+  return v - Vec<T>{};
+}
+
 template <typename T>
 inline Vec<T> vload(const T* p) {
   Vec<T> v;
@@ -271,7 +279,7 @@ GK_INLINE void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K
       Vec<T> w[G];
       for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * G + g) * VB);
       for (int r = 0; r < R; ++r) {
-        const Vec<T> b = Vec<T>{} + a[r][k + s];
+        const Vec<T> b = splat(a[r][k + s]);
         for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
       }
     }
@@ -279,7 +287,7 @@ GK_INLINE void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K
     Vec<T> w[G];
     for (int g = 0; g < G; ++g) w[g] = vload(block + (k * G + g) * VB);
     for (int r = 0; r < R; ++r) {
-      const Vec<T> b = Vec<T>{} + a[r][k];
+      const Vec<T> b = splat(a[r][k]);
       for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
     }
   }
