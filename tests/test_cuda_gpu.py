@@ -8,7 +8,10 @@ TF32 is switched off in torch for these tests, so its float32 results are real f
 Shapes cross the GPU block constants (KS = 32 lanes per unit, 4 units per block, batch tiles of
 up to 8 rows): H = 1, H = 37 (not a multiple of 4), I != H, N = 1, N = 11 (two batch tiles, the
 last partial), T = 1; and H = 3072 for the LSTM, whose W_hh rows do not fit in a block's shared
-memory (the persistent kernel reads them from global memory).
+memory (the persistent kernel reads them from global memory). Cells (and the per-step loop) of
+more than 8 rows run the tiled kernels (tiles of 32 rows x 16 units, k in chunks of 32): N = 11
+(one partial batch tile), N = 70 (three, the last partial) with I = 100 (four chunks, the last
+partial) and H = 37 (three unit tiles, the last partial), N = 33 at H = 256.
 
 Tolerances are conftest.py's (SPEC §6): float64 per element (also against torch's float64);
 float32 within twice the float32 reference's error (+1e-6) of the float64 oracle, the oracle
@@ -31,7 +34,7 @@ pytestmark = [
 DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 KINDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # (N, I, H)
-CELL_SHAPES = [(11, 19, 37), (1, 1, 1), (8, 64, 256)]
+CELL_SHAPES = [(11, 19, 37), (1, 1, 1), (8, 64, 256), (70, 100, 37), (33, 256, 256)]
 # (T, N, I, H)
 SEQ_SHAPES = [(5, 11, 19, 37), (1, 1, 1, 1), (4, 3, 16, 64)]
 # (num_layers, bidirectional, batch_first, lengths: None / "cpu" / "cuda")
@@ -171,6 +174,30 @@ def test_torch_cells(torch, gen, kind, shape, dtype):
     _check(_np(got), ref(np.float64), ref(np.float32), dtype, f"{kind} cell", _np(expected))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(70, 19, 37, 20), (5, 19, 37, 20)],
+                         ids=["N70I19H37P20-tiled", "N5I19H37P20-warp"])
+def test_torch_lstm_cell_with_projection(torch, gen, shape, dtype):
+    """One step of torch.nn.LSTM(proj_size=P) against gk.lstm_cell(..., w_hr=...)."""
+    N, I, H, P = shape
+    tm = torch.nn.LSTM(I, H, proj_size=P, dtype=_tdtype(torch, dtype), device="cuda").eval()
+    x = _randn(torch, gen, (N, I), dtype)
+    h, c = _randn(torch, gen, (N, P), dtype), _randn(torch, gen, (N, H), dtype)
+    with torch.no_grad():
+        _, (t_h, t_c) = tm(x[None], (h[None], c[None]))
+    w = [getattr(tm, name + "_l0").detach() for name in
+         ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
+    got = gk.lstm_cell(x, (h, c), *w[:4], w_hr=w[4])
+    _assert_torch_like(torch, got, x, "lstm_cell w_hr")
+
+    def ref(dt):
+        a = _cast(_np((x, (h, c)) + tuple(w)), dt)
+        return reference.lstm_cell(*a[:6], w_hr=a[6])
+
+    _check(_np(got), ref(np.float64), ref(np.float32), dtype, f"lstm_cell w_hr N{N}",
+           _np((t_h[0], t_c[0])))
+
+
 # --------------------------------------------------------------------------- torch: sequences
 
 
@@ -234,16 +261,18 @@ def test_torch_sequences(torch, gen, kind, shape, layout, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind,H", [("lstm", 3072), ("gru", 37), ("rnn_relu", 37)],
-                         ids=["lstm-H3072-uncached", "gru-H37", "rnn_relu-H37"])
-def test_persistent_and_loop_agree(torch, gen, kind, H, dtype):
+@pytest.mark.parametrize("kind,H,N", [("lstm", 3072, 2), ("gru", 37, 2), ("rnn_relu", 37, 2),
+                                      ("lstm", 37, 70)],
+                         ids=["lstm-H3072-uncached", "gru-H37", "rnn_relu-H37",
+                              "lstm-H37-N70-tiled_loop"])
+def test_persistent_and_loop_agree(torch, gen, kind, H, N, dtype):
     import gatedkernels.cuda as gkc
 
-    T, N, I = 4, 2, 8
+    T, I = 4, 8
     weights = {k: torch.as_tensor(v, device="cuda") for k, v in _helpers.random_weights(
         kind, I, H, rng=np.random.default_rng(H), bidirectional=True, dtype=dtype).items()}
     x = _randn(torch, gen, (T, N, I), dtype)
-    lengths = np.array([T, 1])
+    lengths = np.resize([T, 1, 2], N)
     opts = dict(bidirectional=True, lengths=lengths)
     runs = {}
     for impl in ("persistent", "loop"):

@@ -10,8 +10,9 @@ launches is compiled with ``numba.cuda.compile(..., output="ptx")``:
 
 * float32 kernels contain no ``.f64`` instruction (a stray float64 constant or cast would run
   at 1/64 speed on consumer GPUs);
-* the step, persistent and loop-step kernels use no local memory (their per-thread arrays stay
-  in registers: ``ld.local`` / ``st.local`` would mean spills);
+* the step, persistent and loop-step kernels, warp and tiled (the large-batch step and loop-step
+  kernels), use no local memory (their per-thread arrays stay in registers: ``ld.local`` /
+  ``st.local`` would mean spills);
 * the float64 kernels compile too (and do contain ``.f64``: the detector is not blind).
 
 The subprocesses exit with a distinct code when numba-cuda or libNVVM is missing: the only
@@ -66,17 +67,22 @@ def _jobs():
         v = dict(kind=kind, lbr=lbr, relu=relu, dtype="float32", variant=name,
                  tiles="all" if name == "lstm" else "widest", proj=name == "lstm_proj")
         jobs.append(dict(v, family="step"))
+        jobs.append(dict(v, family="tiled", tiles="widest"))
         for bf in (False, True):
             for cache in (0, CACHE_P):
                 jobs.append(dict(v, family="persistent", batch_first=bf, cache=cache,
                                  tiles="widest"))
             jobs.append(dict(v, family="loop", batch_first=bf, tiles="widest"))
+            jobs.append(dict(v, family="tiled_loop", batch_first=bf, tiles="widest"))
     f64 = dict(dtype="float64", tiles="widest")
     jobs += [
         dict(f64, family="step", kind=0, lbr=True, relu=False, variant="lstm"),
         dict(f64, family="persistent", kind=1, lbr=True, relu=False, variant="gru_lbr",
              batch_first=False, cache=CACHE_P),
         dict(f64, family="loop", kind=2, lbr=True, relu=True, variant="rnn_relu",
+             batch_first=True),
+        dict(f64, family="tiled", kind=0, lbr=True, relu=False, variant="lstm"),
+        dict(f64, family="tiled_loop", kind=1, lbr=False, relu=False, variant="gru_cho",
              batch_first=True),
     ]
     for dt in ("float32", "float64"):
@@ -179,6 +185,15 @@ WORKER = textwrap.dedent(r"""
                                                   **pk)
                     for i, k in enumerate(steps):
                         built.append((f"BT={bt} plan {i}", k, (i64,) + seq_sig))
+        elif fam == "tiled":
+            ks = K.tiled_step_kernels(job["kind"], job["lbr"], job["relu"], dt, **pk)
+            for i, k in enumerate(ks):
+                built.append((f"plan {i}", k, step_sig))
+        elif fam == "tiled_loop":
+            ks = K.tiled_sequence_steps(job["kind"], job["lbr"], job["relu"], dt,
+                                        job["batch_first"], **pk)
+            for i, k in enumerate(ks):
+                built.append((f"plan {i}", k, (i64,) + seq_sig))
         elif fam == "gemm":
             built.append(("", K.gemm_bias_kernel(dt), (A(2, f), A(2, f), A(1, f), A(2, f))))
         elif fam == "copy":
@@ -198,13 +213,15 @@ WORKER = textwrap.dedent(r"""
             except Exception as e:  # reported per kernel, asserted by the parent
                 res = {"error": f"{type(e).__name__}: {e}"[:2000]}
             results.append(dict(job, label=label, **res))
-    print("RESULT:" + json.dumps({"results": results, "KS": K.KS, "U_STEP": K.U_STEP}))
+    print("RESULT:" + json.dumps({"results": results, "KS": K.KS, "U_STEP": K.U_STEP,
+                                  "TILED_BLOCK": K.TILED_BLOCK}))
 """) % {"no_numba": EXIT_NO_NUMBA_CUDA, "no_nvvm": EXIT_NO_NVVM, "cache_p": CACHE_P}
 
 
 @pytest.fixture(scope="module")
 def ptx():
-    """Compile every job, split over two concurrent worker processes; {results, KS, U_STEP}."""
+    """Compile every job, split over two concurrent worker processes; {results, KS, U_STEP,
+    TILED_BLOCK}."""
     jobs = _jobs()
     nproc = 2
     env = _env(NUMBA_ENABLE_CUDASIM="0")
@@ -234,7 +251,8 @@ def ptx():
         assert line, f"PTX worker printed no result:\n{out[-2000:]}\n{err[-2000:]}"
         data = json.loads(line[-1][len("RESULT:"):])
         results += data["results"]
-    return {"results": results, "KS": data["KS"], "U_STEP": data["U_STEP"]}
+    return {"results": results, "KS": data["KS"], "U_STEP": data["U_STEP"],
+            "TILED_BLOCK": data["TILED_BLOCK"]}
 
 
 def _select(ptx, dtype, *families):
@@ -259,10 +277,12 @@ def test_real_block_constants_are_compiled(ptx):
     # The worker compiled the GPU configuration, not the simulator's tiny blocks.
     assert ptx["KS"] == 32, ptx["KS"]
     assert ptx["U_STEP"] >= 2, ptx["U_STEP"]
+    assert ptx["TILED_BLOCK"] >= 32, ptx["TILED_BLOCK"]
 
 
-@pytest.mark.parametrize("families", [("step",), ("persistent",), ("loop",), ("gemm", "copy")],
-                         ids=["step", "persistent", "loop", "helpers"])
+@pytest.mark.parametrize("families", [("step",), ("persistent",), ("loop",), ("tiled",),
+                                      ("tiled_loop",), ("gemm", "copy")],
+                         ids=["step", "persistent", "loop", "tiled", "tiled_loop", "helpers"])
 def test_float32_kernels_have_no_f64(ptx, families):
     rows = _select(ptx, "float32", *families)
     _assert_compiled(rows)
@@ -270,8 +290,9 @@ def test_float32_kernels_have_no_f64(ptx, families):
     assert not bad, f"float32 kernels with float64 instructions: {bad}"
 
 
-@pytest.mark.parametrize("families", [("step",), ("persistent",), ("loop",)],
-                         ids=["step", "persistent", "loop"])
+@pytest.mark.parametrize("families", [("step",), ("persistent",), ("loop",), ("tiled",),
+                                      ("tiled_loop",)],
+                         ids=["step", "persistent", "loop", "tiled", "tiled_loop"])
 def test_float32_recurrent_kernels_use_no_local_memory(ptx, families):
     rows = _select(ptx, "float32", *families)
     _assert_compiled(rows)
@@ -286,17 +307,19 @@ def test_local_memory_detector_sees_a_spill(ptx):
 
 
 def test_every_variant_and_layout_compiled(ptx):
-    rows = _select(ptx, "float32", "step", "persistent", "loop")
+    rows = _select(ptx, "float32", "step", "persistent", "loop", "tiled", "tiled_loop")
     seen = {(r["family"], r["variant"], r.get("batch_first"), r.get("cache")) for r in rows}
     for name, *_ in VARIANTS:
         assert ("step", name, None, None) in seen
+        assert ("tiled", name, None, None) in seen
         for bf in (False, True):
             assert ("loop", name, bf, None) in seen
+            assert ("tiled_loop", name, bf, None) in seen
             for cache in (0, CACHE_P):
                 assert ("persistent", name, bf, cache) in seen
     # The Cho GRU (r first) and the projected LSTM (c and m, then W_hr m) run in two kernels per
     # step, every other cell in one.
-    for fam in ("step", "loop"):
+    for fam in ("step", "loop", "tiled", "tiled_loop"):
         plans = {r["variant"]: set() for r in rows if r["family"] == fam}
         for r in rows:
             if r["family"] == fam:
@@ -306,9 +329,10 @@ def test_every_variant_and_layout_compiled(ptx):
 
 
 def test_float64_kernels_compile(ptx):
-    rows = _select(ptx, "float64", "step", "persistent", "loop", "gemm", "copy")
+    families = {"step", "persistent", "loop", "tiled", "tiled_loop", "gemm", "copy"}
+    rows = _select(ptx, "float64", *families)
     _assert_compiled(rows)
-    assert {r["family"] for r in rows} == {"step", "persistent", "loop", "gemm", "copy"}
+    assert {r["family"] for r in rows} == families
     # The .f64 detector sees the float64 arithmetic (so its silence on float32 means something).
     blind = [_name(r) for r in rows if not r["f64"]]
     assert not blind, f"no .f64 found in float64 kernels: {blind}"

@@ -8,6 +8,11 @@ shared memory when all units fit one block: H <= 2 in the simulator) and H > 2 (
 from global memory), odd H, I != H, N = 1, N = 3 (two batch tiles, the last one partial),
 T = 1, unsorted lengths containing 1 and T.
 
+Batches above _kernels.TILED_ABOVE rows (3 in the simulator) run the tiled step kernels, whose
+simulator tiles are BN = 4 rows x BU = 4 units, k in chunks of KC = 4; their shapes are written
+in those constants (N = BN + 1 = 5: two batch tiles, the last partial; H = BU + 1, BU - 1 or 1;
+K = 2*KC + 1, KC - 1 or KC), so on a GPU they cross the GPU tiles the same way.
+
 Tolerances are conftest.py's (SPEC §6): float64 per element against the float64 reference;
 float32 within twice the float32 reference's error (+1e-6). Inputs are rounded to float32 values
 first, so both precisions see the same numbers.
@@ -32,6 +37,7 @@ import gatedkernels.cuda as gkc  # noqa: E402
 from conftest import assert_close32, assert_close64  # noqa: E402
 from gatedkernels import reference  # noqa: E402
 from gatedkernels._device import device_kind  # noqa: E402
+from gatedkernels.cuda import _kernels  # noqa: E402
 
 CELL_VARIANTS, VARIANT_IDS = _helpers.CELL_VARIANTS, _helpers.VARIANT_IDS
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
@@ -179,6 +185,105 @@ def test_cell_through_gatedkernels_cuda(rng):
         assert_close64(got, ref, f"gatedkernels.cuda.gru_cell lbr={lbr}")
 
 
+# --------------------------------------------------------------------------- tiled cells
+
+BN, BU, KC = _kernels.BN, _kernels.BU, _kernels.KC
+# (id, N, I, H, bias, state given), in the tile constants; every N runs the tiled kernels.
+TILED_CASES = [
+    # two batch tiles (the last partial), two unit tiles (the last partial), K = I: 3 chunks
+    # (the last partial), then K = H: 2 chunks
+    ("N=BN+1,I=2KC+1,H=BU+1", BN + 1, 2 * KC + 1, BU + 1, True, True),
+    # H = 1; I < KC: one partial chunk
+    ("N=2BN-1,I=KC-1,H=1-nostate", 2 * BN - 1, KC - 1, 1, True, False),
+    # one unit tile (partial), I = KC (one whole chunk), I != H
+    ("N=BN+2,I=KC,H=BU-1-nobias", BN + 2, KC, BU - 1, False, True),
+]
+
+
+def _cell_inputs(kind, N, I, H, bias, with_state, rng):
+    params = _f32_exact(_helpers.random_cell_params(kind, I, H, rng=rng, bias=bias))
+    x = _f32_exact(rng.standard_normal((N, I)))
+    hx = _f32_exact(_helpers.random_hx(kind, None, N, H, rng=rng)) if with_state else None
+    return x, hx, params
+
+
+def test_step_selection():
+    # The warp kernels up to TILED_ABOVE rows, the tiled ones above, with their launch shapes.
+    for N in (1, _kernels.TILED_ABOVE, _kernels.TILED_ABOVE + 1, 3 * BN + 1):
+        kernels, block, grid = _kernels.step_config(_kernels.GRU, False, False, "float32", N)
+        assert len(kernels) == 2  # the Cho GRU: r*h, then z and n
+        factories = {k.py_func.__qualname__.split(".")[0] for k in kernels}
+        if N > _kernels.TILED_ABOVE:
+            assert factories == {"_tiled_step_kernel"}
+            assert block == (_kernels.TILED_BLOCK,) and grid(2 * BU + 1) == (3, -(-N // BN))
+        else:
+            bt = _kernels.batch_tile(N)
+            assert factories == {"_step_kernel"}
+            assert block == (_kernels.KS, _kernels.U_STEP)
+            assert grid(5) == _kernels.grid_for(5, N, BT=bt)
+    assert _kernels.TILED_BLOCK == (BN // _kernels.RN) * (BU // _kernels.RU)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TILED_CASES, ids=[c[0] for c in TILED_CASES])
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_tiled_cell(kind, variant, case, dtype, rng):
+    _, N, I, H, bias, with_state = case
+    assert _kernels.use_tiled(N)
+    x, hx, params = _cell_inputs(kind, N, I, H, bias, with_state, rng)
+
+    def run_device(dt):
+        return cell_call(gk, kind, variant, dev(_cast(x, dt)), dev(_cast(hx, dt)),
+                         dev(_cast(params, dt)))
+
+    def run_reference(dt):
+        return cell_call(reference, kind, variant, _cast(x, dt), _cast(hx, dt),
+                         _cast(params, dt))
+
+    check(dtype, run_device, run_reference, f"{kind}{variant} tiled cell {case[0]}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_tiled_and_warp_kernels_agree(kind, variant, dtype, rng, monkeypatch):
+    """The same cell call on both step kernels: float64 per element (conftest's bound), float32
+    within the float32 bound around the warp kernel's result."""
+    N, I, H = 2 * BN + 1, KC + 1, BU + 1
+    x, hx, params = _cell_inputs(kind, N, I, H, True, True, rng)
+    args = dev((_cast(x, dtype), _cast(hx, dtype))) + (dev(_cast(params, dtype)),)
+    tiled = host(cell_call(gk, kind, variant, *args), dtype)
+    monkeypatch.setattr(_kernels, "TILED_ABOVE", N)  # the warp kernels, BT_MAX rows per tile
+    warp = host(cell_call(gk, kind, variant, *args), dtype)
+    what = f"{kind}{variant} tiled vs warp"
+    if dtype == np.float64:
+        assert_close64(tiled, warp, what)
+    else:
+        ref32 = cell_call(reference, kind, variant, *_cast((x, hx, params), np.float32))
+        assert_close32(tiled, warp, ref32, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,I,H,P", [(2 * BN - 1, KC - 1, BU + 1, BU - 1),
+                                     (BN + 1, 2 * KC + 1, 1, 2)],
+                         ids=["N=2BN-1,I=KC-1,H=BU+1,P=BU-1", "N=BN+1,I=2KC+1,H=1,P=2"])
+def test_tiled_lstm_cell_with_projection(N, I, H, P, dtype, rng):
+    assert _kernels.use_tiled(N)
+    x, h, c = _f32_exact((rng.standard_normal((N, I)), rng.standard_normal((N, P)),
+                          rng.standard_normal((N, H))))
+    p = _f32_exact(_helpers.random_cell_params("lstm", I, H, rng=rng, proj_size=P))
+
+    def run(dt, mod):
+        q = _cast(p, dt)
+        args = (_cast(x, dt), _cast((h, c), dt), q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"])
+        if mod is gk:
+            return gk.lstm_cell(*dev(args), w_hr=dev(q["w_hr"]))
+        return reference.lstm_cell(*args, w_hr=q["w_hr"])
+
+    got = check(dtype, lambda dt: run(dt, gk), lambda dt: run(dt, reference),
+                "tiled lstm_cell w_hr")
+    assert got[0].shape == (N, P) and got[1].shape == (N, H)
+
+
 # --------------------------------------------------------------------------- sequences
 
 # Scenarios: each sequence call costs 0.1-3 s in the simulator, so the options are spread over
@@ -202,6 +307,15 @@ SCENARIOS = {
     # blocks), I = 4, no bias.
     "unbatched": dict(T=3, N=None, I=4, H=3, L=2, bidirectional=False, batch_first=True,
                       lengths=None, hx="full", bias=False),
+    # The tiled loop steps: two batch tiles (the last partial), two unit tiles, K = 2*KC + 1
+    # (layer 0) and D*H = 2*BU + 2 (layer 1), bidirectional, unsorted lengths.
+    "large_batch": dict(T=2, N=_kernels.BN + 1, I=2 * _kernels.KC + 1, H=_kernels.BU + 1, L=2,
+                        bidirectional=True, batch_first=False, lengths="host", hx="full",
+                        bias=True),
+    # Tiled, batch_first: one unit tile, K = KC - 1 < KC, lengths on the device, h0 only.
+    "large_batch_bf": dict(T=2, N=2 * _kernels.BN - 1, I=_kernels.KC - 1, H=_kernels.BU - 1,
+                           L=1, bidirectional=False, batch_first=True, lengths="device",
+                           hx="h_only", bias=False),
 }
 # (path, dtype, scenario); path "functional" is gk.lstm & co. (impl "auto"), the others
 # gatedkernels.cuda.lstm & co. with that impl.
@@ -211,6 +325,8 @@ SEQ_CASES = [
     ("persistent", np.float64, "tiny"),
     ("loop", np.float64, "bidir_bf"),
     ("loop", np.float32, "unbatched"),
+    ("loop", np.float64, "large_batch"),
+    ("loop", np.float32, "large_batch_bf"),
 ]
 
 
@@ -543,17 +659,19 @@ def test_lstm_cell_with_projection(N, I, H, P, dtype, rng):
     assert got[0].shape == (N, P) and got[1].shape == (N, H)
 
 
-@pytest.mark.parametrize("impl", ["persistent", "loop"])
+@pytest.mark.parametrize("impl,N", [("persistent", 3), ("loop", 3),
+                                    ("loop", _kernels.BN + 1)],
+                         ids=["persistent", "loop", "loop_tiled"])
 @pytest.mark.parametrize("H,P", [(4, 3), (2, 1)], ids=["H4P3", "H2P1_shared_memory"])
-def test_lstm_sequence_with_projection(impl, H, P, rng):
+def test_lstm_sequence_with_projection(impl, N, H, P, rng):
     """2 layers (layer 1 takes D*P features), bidirectional, batch_first, ragged lengths, given
-    (h0 [L*D, N, P], c0 [L*D, N, H]), float64."""
-    L, D, N, T, I = 2, 2, 3, 3, 2
+    (h0 [L*D, N, P], c0 [L*D, N, H]), float64; N = BN + 1 runs the tiled loop steps."""
+    L, D, T, I = 2, 2, 3, 2
     w = _helpers.random_weights("lstm", I, H, rng=rng, num_layers=L, bidirectional=True,
                                 proj_size=P)
     x = rng.standard_normal((N, T, I))
     hx = (rng.standard_normal((L * D, N, P)), rng.standard_normal((L * D, N, H)))
-    lengths = np.array([3, 1, 2])
+    lengths = np.resize([3, 1, 2], N)
     kw = dict(num_layers=L, bidirectional=True, batch_first=True, lengths=lengths)
     got = host(gkc.lstm(dev(x), dev(hx), dev(w), impl=impl, **kw), np.float64, "proj seq")
     oracle = reference.lstm(x, hx, w, **kw)

@@ -11,12 +11,16 @@ from conftest import assert_close32, assert_close64
 pytest.importorskip("numba", reason="numba-cuda is not installed (the test extras bring it)")
 from numba import cuda  # noqa: E402
 
+from gatedkernels.cuda import _kernels  # noqa: E402
+
 CELLS = [
     (gk.LSTMCell, {}),
     (gk.GRUCell, {"linear_before_reset": True}),
     (gk.GRUCell, {"linear_before_reset": False}),
     (gk.RNNCell, {"nonlinearity": "relu"}),
 ]
+# A batch on the tiled step kernels: two batch tiles, the last partial.
+LARGE_N = _kernels.BN + 1
 
 
 def _ref_step(m, x, h, c):
@@ -31,8 +35,10 @@ def _ref_step(m, x, h, c):
 
 @pytest.mark.parametrize("cls,kw", CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_stream_matches_reference_over_steps(cls, kw, dtype, rng):
-    N, I, H = 3, 2, 3
+@pytest.mark.parametrize("N", [3, LARGE_N], ids=["N3", "tiled"])
+def test_stream_matches_reference_over_steps(cls, kw, dtype, N, rng):
+    assert _kernels.use_tiled(N) == (N == LARGE_N)
+    I, H = 2, 3
     m = cls(I, H, seed=3, dtype=dtype, **kw)
     m64 = cls(I, H, seed=3, dtype=np.float64, **kw)
     h0 = rng.standard_normal((N, H))

@@ -11,11 +11,13 @@ of array, on the caller's current stream, with no host round trip. Modules keep 
 their weights (``module.to("cuda")``, or made on first device call).
 
 Kernels (see ``_kernels``): a fused step kernel per cell (the recurrent product and the gate math
-in one launch; the Cho GRU needs two), and for sequences the input projection as one GEMM
+in one launch; the Cho GRU needs two), a warp per hidden unit for small batches and a
+shared-memory tiled product for large ones, and for sequences the input projection as one GEMM
 (cuBLAS through torch or CuPy; a tiled Numba GEMM for Numba arrays) followed by one persistent
 cooperative kernel per layer-direction that runs all T steps with a grid barrier per step and,
 where they fit, the recurrent weights held in shared memory. Where a cooperative launch is not
-possible, the same step runs as one ordinary launch per time step (``impl="loop"``).
+possible, the same step runs as one ordinary launch per time step (``impl="loop"``; tiled
+for large batches).
 
 LSTM projections (``proj_size``, ``w_hr``) run as a second phase per step: h' = W_hr m.
 Not yet on the GPU: float16.

@@ -9,6 +9,14 @@ pointwise math for one batch row each, straight from shared memory: no gates ten
 The same code runs on a GPU (KS = 32: one warp per unit) and in Numba's CUDA simulator (small KS
 and U, so CI can afford it); no warp shuffle is used, so nothing is GPU-only.
 
+That kernel shares a weight load between at most BT_MAX batch rows. For larger batches
+(use_tiled(N)) the tiled step kernels run instead, with the same arguments and plans: a block of
+TILED_BLOCK threads computes BN batch rows x BU units for all slots, walking k in chunks of KC;
+per chunk it stages the source rows and the part's weight rows in shared memory (coalesced
+loads) and each thread accumulates a register block of RN rows x RU units x all slots, in
+ascending k (a fixed order), then runs the same pointwise epilogue from its registers. Sequences
+use them in the per-step loop (tiled_sequence_steps); the persistent kernel is the warp kernel.
+
 Which gate rows go into which accumulator slot (a "plan"): x-part rows g in [x_lo, x_hi) go to
 slot g - x_lo; recurrent rows g in [a_lo, a_hi) to slot a_slot + g - a_lo, read against h; rows
 in [b_lo, b_hi) to slot b_slot + g - b_lo, read against h or, for the Cho GRU, r*h. The GRU's
@@ -39,6 +47,21 @@ else:
     KS, U_STEP, BT_MAX = 32, 4, 8
     GEMM_TILE = 16
 KS1 = KS + 1  # padded lane stride of the reduction buffer: conflict-free writes and reads
+
+# Tiled step kernels (large batches): a block computes BN batch rows x BU units, staging k in
+# chunks of KC; each thread keeps RN rows x RU units x all slots in registers. Above
+# TILED_ABOVE rows a step runs tiled (use_tiled). The GPU values are untuned (chosen without a
+# GPU): 64 threads, 32 accumulators for the LSTM, 12 KiB of float32 tiles.
+if SIMULATOR:
+    BN, BU, KC, RN, RU = 4, 4, 4, 2, 2
+    TILED_ABOVE = 3  # N = 3 stays on the warp kernel (two batch tiles there, one partial)
+else:
+    BN, BU, KC, RN, RU = 32, 16, 32, 4, 2
+    TILED_ABOVE = BT_MAX  # the warp kernel shares a weight load between at most BT_MAX rows
+TN, TU = BN // RN, BU // RU  # threads along rows and along units
+TILED_BLOCK = TN * TU
+RR = RU * RN  # outputs (row, unit) per thread
+KC1 = KC + 1  # padded row stride of the shared tiles: conflict-free reads across rows
 
 # Modes of the pointwise epilogue.
 M_LSTM, M_RNN, M_GRU_LBR, M_GRU_R, M_GRU_MAIN, M_LSTM_M, M_PROJ = range(7)
@@ -92,8 +115,8 @@ def grid_for(H, N, U=None, BT=None):
 
 
 @functools.lru_cache(maxsize=None)
-def _device_functions(dtype_name, relu, BT):
-    """Activations, the dot-product accumulator and the cross-lane reduction for one dtype."""
+def _activations(dtype_name, relu):
+    """sigmoid, tanh and the RNN's act (tanh or relu) for one dtype."""
     np_t = np.dtype(dtype_name).type
     zero, one = np_t(0), np_t(1)
 
@@ -114,6 +137,14 @@ def _device_functions(dtype_name, relu, BT):
         if relu:
             return zero if v < zero else v  # NaN falls through to v
         return math.tanh(v)
+
+    return sigmoid, tanh, act
+
+
+@functools.lru_cache(maxsize=None)
+def _warp_functions(dtype_name, BT):
+    """The warp kernels' dot-product accumulator and cross-lane reduction for one dtype."""
+    zero = np.dtype(dtype_name).type(0)
 
     @cuda.jit(device=True, inline=True)
     def dot_rows(acc, W, rowbase, rowstride, src, K, g_lo, g_hi, slot, n0, N, lane, xs):
@@ -144,7 +175,119 @@ def _device_functions(dtype_name, relu, BT):
             sums[u, q] = s
         cuda.syncthreads()
 
-    return sigmoid, tanh, act, dot_rows, reduce_slots
+    return dot_rows, reduce_slots
+
+
+@functools.lru_cache(maxsize=None)
+def _pointwise(mode, relu, dtype_name):
+    """pointwise(pre, c_old, h_old) -> (v, c'): the cell math of one (row, unit) from the plan's
+    slot sums pre[NS] (biases included). v is h', except m = o*tanh(c') for M_LSTM_M and r*h
+    for M_GRU_R; c' is the LSTM's new cell state (zero otherwise). c_old is read by the LSTM
+    modes only, h_old by the GRU modes only."""
+    sigmoid, tanh, act = _activations(dtype_name, relu)
+    np_t = _np_type(dtype_name)
+    zero, one = np_t(0), np_t(1)
+
+    @cuda.jit(device=True, inline=True)
+    def pointwise(pre, c_old, h_old):
+        if mode == M_LSTM or mode == M_LSTM_M:
+            c1 = sigmoid(pre[1]) * c_old + sigmoid(pre[0]) * tanh(pre[2])
+            return sigmoid(pre[3]) * tanh(c1), c1
+        if mode == M_PROJ:
+            return pre[0], zero
+        if mode == M_RNN:
+            return act(pre[0]), zero
+        if mode == M_GRU_LBR:
+            r = sigmoid(pre[0])
+            z = sigmoid(pre[1])
+            return (one - z) * tanh(pre[2] + r * pre[3]) + z * h_old, zero
+        if mode == M_GRU_R:
+            return sigmoid(pre[0]) * h_old, zero
+        z = sigmoid(pre[0])  # M_GRU_MAIN
+        return (one - z) * tanh(pre[1]) + z * h_old, zero
+
+    return pointwise
+
+
+def _old_state(mode):
+    """(reads c, reads h): which old states the plan's pointwise math needs."""
+    return mode in (M_LSTM, M_LSTM_M), mode in (M_GRU_LBR, M_GRU_R, M_GRU_MAIN)
+
+
+@functools.lru_cache(maxsize=None)
+def _cell_epilogue(plan, relu, dtype_name):
+    """finish(pre, n, j, H, h, c, b_ih, b_hh, h_out, c_out, rh): the biases, the cell math and
+    the stores of one (row n, unit j) of a step kernel (the step_kernels arguments)."""
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    pointwise = _pointwise(mode, relu, dtype_name)
+    reads_c, reads_h = _old_state(mode)
+    zero = _np_type(dtype_name)(0)
+
+    @cuda.jit(device=True, inline=True)
+    def finish(pre, n, j, H, h, c, b_ih, b_hh, h_out, c_out, rh):
+        for g in range(x_lo, x_hi):
+            pre[g - x_lo] += b_ih[g * H + j]
+        if mode != M_PROJ:
+            for g in range(a_lo, a_hi):
+                pre[a_slot + g - a_lo] += b_hh[g * H + j]
+            for g in range(b_lo, b_hi):
+                pre[b_slot + g - b_lo] += b_hh[g * H + j]
+        v, c1 = pointwise(pre, c[n, j] if reads_c else zero, h[n, j] if reads_h else zero)
+        if reads_c:
+            c_out[n, j] = c1
+        if mode == M_LSTM_M or mode == M_GRU_R:
+            rh[n, j] = v
+        else:
+            h_out[n, j] = v
+
+    return finish
+
+
+@functools.lru_cache(maxsize=None)
+def _seq_epilogue(plan, relu, dtype_name, bf):
+    """finish(pre, s, n, j, H, xg, b_hh, lengths, hcur, hnxt, c, y, rh, m, reverse, col0): step
+    s of a sequence for one (row n, unit j), as sequence_kernels documents its arguments: the
+    x part from xg, b_hh, the cell math and the stores, at valid steps only; past row n's length
+    the state is carried (hnxt = hcur)."""
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    pointwise = _pointwise(mode, relu, dtype_name)
+    reads_c, reads_h = _old_state(mode)
+    writes_h = mode != M_GRU_R and mode != M_LSTM_M
+    zero = _np_type(dtype_name)(0)
+
+    @cuda.jit(device=True, inline=True)
+    def finish(pre, s, n, j, H, xg, b_hh, lengths, hcur, hnxt, c, y, rh, m, reverse, col0):
+        ln = lengths[n]
+        if s < ln:
+            t = ln - 1 - s if reverse else s
+            for g in range(x_lo, x_hi):
+                if bf:
+                    pre[g - x_lo] += xg[n, t, g * H + j]
+                else:
+                    pre[g - x_lo] += xg[t, n, g * H + j]
+            if mode != M_PROJ:
+                for g in range(a_lo, a_hi):
+                    pre[a_slot + g - a_lo] += b_hh[g * H + j]
+                for g in range(b_lo, b_hi):
+                    pre[b_slot + g - b_lo] += b_hh[g * H + j]
+            v, c1 = pointwise(pre, c[n, j] if reads_c else zero,
+                              hcur[n, j] if reads_h else zero)
+            if reads_c:
+                c[n, j] = c1
+            if mode == M_GRU_R:
+                rh[n, j] = v
+            elif mode == M_LSTM_M:
+                m[n, j] = v
+            else:
+                hnxt[n, j] = v
+                if bf:
+                    y[n, t, col0 + j] = v
+                else:
+                    y[t, n, col0 + j] = v
+        elif writes_h:
+            hnxt[n, j] = hcur[n, j]  # past this row's length: carry the state
+
+    return finish
 
 
 def _np_type(dtype):
@@ -172,9 +315,8 @@ def step_kernels(kind, lbr, relu, dtype_name, BT=BT_MAX, proj=False):
 def _step_kernel(plan, relu, dtype_name, BT):
     mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
     G = MODE_GATES[mode]
-    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
-    np_t = _np_type(dtype_name)
-    one = np_t(1)
+    dot_rows, reduce_slots = _warp_functions(dtype_name, BT)
+    finish = _cell_epilogue(plan, relu, dtype_name)
     QS = NS * BT
     U = U_STEP
     ftype = _numba_type(dtype_name)
@@ -209,35 +351,210 @@ def _step_kernel(plan, relu, dtype_name, BT):
         if lane < BT and j < H and n < N:
             for q in range(NS):
                 pre[q] = sums[u, q * BT + lane]
-            for g in range(x_lo, x_hi):
-                pre[g - x_lo] += b_ih[g * H + j]
-            if mode != M_PROJ:
-                for g in range(a_lo, a_hi):
-                    pre[a_slot + g - a_lo] += b_hh[g * H + j]
-                for g in range(b_lo, b_hi):
-                    pre[b_slot + g - b_lo] += b_hh[g * H + j]
-            if mode == M_LSTM or mode == M_LSTM_M:
-                c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
-                c_out[n, j] = c1
-                if mode == M_LSTM:
-                    h_out[n, j] = sigmoid(pre[3]) * tanh(c1)
+            finish(pre, n, j, H, h, c, b_ih, b_hh, h_out, c_out, rh)
+
+    return step
+
+
+# --------------------------------------------------------------------------- tiled step kernels
+
+
+def use_tiled(N):
+    """True when a step of N batch rows runs the tiled kernels, False for the warp kernels."""
+    return N > TILED_ABOVE
+
+
+def tiled_grid(units, N):
+    """Blocks of a tiled step launch (block: TILED_BLOCK threads): (unit tiles, batch tiles)."""
+    return (_ceil_div(units, BU), _ceil_div(N, BN))
+
+
+def step_config(kind, lbr, relu, dtype_name, N, proj=False):
+    """(kernels, block, grid) of one cell step for a batch of N: the warp or tiled kernels per
+    plan (arguments as step_kernels documents), and grid(units), the grid of a plan over
+    `units` hidden units (H; P for the projection)."""
+    if use_tiled(N):
+        return (tiled_step_kernels(kind, lbr, relu, dtype_name, proj), (TILED_BLOCK,),
+                functools.partial(tiled_grid, N=N))
+    bt = batch_tile(N)
+    return (step_kernels(kind, lbr, relu, dtype_name, bt, proj), (KS, U_STEP),
+            functools.partial(grid_for, N=N, BT=bt))
+
+
+def _part_gates(plan):
+    """The most gate rows one part of the plan (x, a or b) reads: the weight tile's height."""
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    return max(x_hi - x_lo, a_hi - a_lo, b_hi - b_lo)
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_functions(dtype_name):
+    """The tiled kernels' shared pieces, (tile_part, next_output).
+
+    Thread t of the block is (tn, tu) = (t % TN, t // TN); it owns rows n0 + tn + r*TN (r < RN)
+    and units j0 + tu + v*TU (v < RU), strided so a partial tile spreads over all threads.
+    Its register block acc holds slot q of output e = v*RN + r at acc[q*RR + e] (RR = RU*RN).
+
+    tile_part(acc, st, ws, xs, W, src, H, N, g_lo, g_hi, slot, n0, j0) is the product of one
+    plan part: acc[(slot + g - g_lo)*RR + e] += sum_k W[g*H + j, k] * src[n, k] for g in
+    [g_lo, g_hi), k ascending (a fixed order). Per chunk of KC columns the block stages src
+    rows n0.. into st [BN, KC1] and the part's weight rows into ws [(g_hi-g_lo)*BU, KC1]
+    (row (g - g_lo)*BU + jj holds unit j0 + jj), both read coalesced along k and zero outside
+    N, H and K. Every thread must call it (it synchronises the block).
+
+    next_output(acc, pre, NS) copies output 0's NS slots to pre and rotates every slot's
+    outputs down by one, so the epilogue visits e = 0, 1, ... always reading index 0: acc is
+    only ever indexed by constants (it stays in registers) although the loop over the outputs,
+    with the whole cell math in its body, is not unrolled.
+    """
+    zero = _np_type(dtype_name)(0)
+
+    @cuda.jit(device=True, inline=True)
+    def tile_part(acc, st, ws, xs, W, src, H, N, g_lo, g_hi, slot, n0, j0):
+        tid = cuda.threadIdx.x
+        tn = tid % TN
+        tu = tid // TN
+        K = src.shape[1]
+        for k0 in range(0, K, KC):
+            for e in range(tid, BN * KC, TILED_BLOCK):
+                b = e // KC
+                kk = e - b * KC
+                n = n0 + b
+                k = k0 + kk
+                st[b, kk] = src[n, k] if n < N and k < K else zero
+            for e in range(tid, (g_hi - g_lo) * BU * KC, TILED_BLOCK):
+                row = e // KC
+                kk = e - row * KC
+                q = row // BU
+                j = j0 + row - q * BU
+                k = k0 + kk
+                ws[row, kk] = W[(g_lo + q) * H + j, k] if j < H and k < K else zero
+            cuda.syncthreads()
+            for kk in range(KC):
+                for r in range(RN):
+                    xs[r] = st[tn + r * TN, kk]
+                for q in range(g_hi - g_lo):
+                    for v in range(RU):
+                        w = ws[q * BU + tu + v * TU, kk]
+                        base = (slot + q) * RR + v * RN
+                        for r in range(RN):
+                            acc[base + r] += w * xs[r]
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline=True)
+    def next_output(acc, pre, NS):
+        for q in range(NS):
+            pre[q] = acc[q * RR]
+            for e in range(RR - 1):
+                acc[q * RR + e] = acc[q * RR + e + 1]
+
+    return tile_part, next_output
+
+
+@functools.lru_cache(maxsize=None)
+def tiled_step_kernels(kind, lbr, relu, dtype_name, proj=False):
+    """The tiled counterparts of step_kernels: the same arguments, plans and results, launched
+    as kernel[tiled_grid(H, N), TILED_BLOCK, stream](...) (tiled_grid(P, N) for the projection).
+    """
+    return [_tiled_step_kernel(plan, relu, dtype_name) for plan in plans(kind, lbr, proj)]
+
+
+def _tiled_step_kernel(plan, relu, dtype_name):
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    G = MODE_GATES[mode]
+    tile_part, next_output = _tile_functions(dtype_name)
+    finish = _cell_epilogue(plan, relu, dtype_name)
+    QS = NS * RR
+    WR = _part_gates(plan) * BU
+    ftype = _numba_type(dtype_name)
+
+    @cuda.jit
+    def step(x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, rh):
+        st = cuda.shared.array((BN, KC1), ftype)
+        ws = cuda.shared.array((WR, KC1), ftype)
+        acc = cuda.local.array(QS, ftype)
+        xs = cuda.local.array(RN, ftype)
+        pre = cuda.local.array(NS, ftype)
+        j0 = cuda.blockIdx.x * BU
+        n0 = cuda.blockIdx.y * BN
+        N = x.shape[0]
+        H = w_hh.shape[0] // G
+        for q in range(QS):
+            acc[q] = 0
+        if x_hi > x_lo:
+            tile_part(acc, st, ws, xs, w_ih, x, H, N, x_lo, x_hi, 0, n0, j0)
+        tile_part(acc, st, ws, xs, w_hh, h, H, N, a_lo, a_hi, a_slot, n0, j0)
+        if b_hi > b_lo:
+            if b_rh:
+                tile_part(acc, st, ws, xs, w_hh, rh, H, N, b_lo, b_hi, b_slot, n0, j0)
+            else:
+                tile_part(acc, st, ws, xs, w_hh, h, H, N, b_lo, b_hi, b_slot, n0, j0)
+        tn = cuda.threadIdx.x % TN
+        tu = cuda.threadIdx.x // TN
+        for e in range(RR):
+            next_output(acc, pre, NS)
+            j = j0 + tu + (e // RN) * TU
+            n = n0 + tn + (e % RN) * TN
+            if n < N and j < H:
+                finish(pre, n, j, H, h, c, b_ih, b_hh, h_out, c_out, rh)
+
+    return step
+
+
+@functools.lru_cache(maxsize=None)
+def tiled_sequence_steps(kind, lbr, relu, dtype_name, batch_first, proj=False):
+    """The tiled counterparts of sequence_kernels' steps (the per-step loop of a sequence):
+    the same arguments, launched as step[tiled_grid(H, N), TILED_BLOCK, stream](s, ...) per
+    plan per step (tiled_grid(P, N) for the projection)."""
+    plan_list = plans(kind, lbr, proj)
+    return [_tiled_sequence_step(plan, relu, dtype_name, bool(batch_first), proj and i == 1)
+            for i, plan in enumerate(plan_list)]
+
+
+def _tiled_sequence_step(plan, relu, dtype_name, bf, use_w_hr):
+    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    GP = MODE_GATES[mode]
+    tile_part, next_output = _tile_functions(dtype_name)
+    finish = _seq_epilogue(plan, relu, dtype_name, bf)
+    QS = NS * RR
+    WR = _part_gates(plan) * BU
+    ftype = _numba_type(dtype_name)
+
+    @cuda.jit
+    def step(s, xg, w_hh, w_hr, b_hh, lengths, hbuf, c, y, rh, m, reverse, col0):
+        st = cuda.shared.array((BN, KC1), ftype)
+        ws = cuda.shared.array((WR, KC1), ftype)
+        acc = cuda.local.array(QS, ftype)
+        xs = cuda.local.array(RN, ftype)
+        pre = cuda.local.array(NS, ftype)
+        hcur = hbuf[s % 2]
+        hnxt = hbuf[(s + 1) % 2]
+        j0 = cuda.blockIdx.x * BU
+        n0 = cuda.blockIdx.y * BN
+        N = hcur.shape[0]
+        for q in range(QS):
+            acc[q] = 0
+        # x parts come precomputed in xg; the projection reads W_hr against m
+        if use_w_hr:
+            H = w_hr.shape[0] // GP
+            tile_part(acc, st, ws, xs, w_hr, m, H, N, a_lo, a_hi, a_slot, n0, j0)
+        else:
+            H = w_hh.shape[0] // GP
+            tile_part(acc, st, ws, xs, w_hh, hcur, H, N, a_lo, a_hi, a_slot, n0, j0)
+            if b_hi > b_lo:
+                if b_rh:
+                    tile_part(acc, st, ws, xs, w_hh, rh, H, N, b_lo, b_hi, b_slot, n0, j0)
                 else:
-                    rh[n, j] = sigmoid(pre[3]) * tanh(c1)
-            elif mode == M_PROJ:
-                h_out[n, j] = pre[0]
-            elif mode == M_RNN:
-                h_out[n, j] = act(pre[0])
-            elif mode == M_GRU_LBR:
-                r = sigmoid(pre[0])
-                z = sigmoid(pre[1])
-                nn = tanh(pre[2] + r * pre[3])
-                h_out[n, j] = (one - z) * nn + z * h[n, j]
-            elif mode == M_GRU_R:
-                rh[n, j] = sigmoid(pre[0]) * h[n, j]
-            else:  # M_GRU_MAIN
-                z = sigmoid(pre[0])
-                nn = tanh(pre[1])
-                h_out[n, j] = (one - z) * nn + z * h[n, j]
+                    tile_part(acc, st, ws, xs, w_hh, hcur, H, N, b_lo, b_hi, b_slot, n0, j0)
+        tn = cuda.threadIdx.x % TN
+        tu = cuda.threadIdx.x // TN
+        for e in range(RR):
+            next_output(acc, pre, NS)
+            j = j0 + tu + (e // RN) * TU
+            n = n0 + tn + (e % RN) * TN
+            if n < N and j < H:
+                finish(pre, s, n, j, H, xg, b_hh, lengths, hcur, hnxt, c, y, rh, m, reverse,
+                       col0)
 
     return step
 
@@ -284,9 +601,8 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
     """
     plan_list = plans(kind, lbr, proj)
     G = GATES[kind]
-    sigmoid, tanh, act, dot_rows, reduce_slots = _device_functions(dtype_name, relu, BT)
-    np_t = _np_type(dtype_name)
-    zero, one = np_t(0), np_t(1)
+    dot_rows, reduce_slots = _warp_functions(dtype_name, BT)
+    zero = _np_type(dtype_name)(0)
     ftype = _numba_type(dtype_name)
     QS = 4 * BT  # largest plan: 4 slots
     cache = cache_P > 0
@@ -299,7 +615,7 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
         mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
         GP = MODE_GATES[mode]
         PQS = NS * BT
-        writes_h = mode != M_GRU_R and mode != M_LSTM_M
+        finish = _seq_epilogue(plan, relu, dtype_name, bf)
 
         @cuda.jit(device=True)
         def phase(s, xg, w, ws, b_hh, lengths, src, hcur, hnxt, c, y, rh, m, reverse, col0,
@@ -340,50 +656,10 @@ def sequence_kernels(kind, lbr, relu, dtype_name, batch_first, cache_P, U, BT=BT
                 reduce_slots(acc, part, sums, u, lane, PQS)
                 n = n0 + lane
                 if lane < BT and j < H and n < N:
-                    ln = lengths[n]
-                    if s < ln:
-                        t = ln - 1 - s if reverse else s
-                        for q in range(NS):
-                            pre[q] = sums[u, q * BT + lane]
-                        for g in range(x_lo, x_hi):
-                            if bf:
-                                pre[g - x_lo] += xg[n, t, g * H + j]
-                            else:
-                                pre[g - x_lo] += xg[t, n, g * H + j]
-                        if mode != M_PROJ:
-                            for g in range(a_lo, a_hi):
-                                pre[a_slot + g - a_lo] += b_hh[g * H + j]
-                            for g in range(b_lo, b_hi):
-                                pre[b_slot + g - b_lo] += b_hh[g * H + j]
-                        if mode == M_GRU_R:
-                            rh[n, j] = sigmoid(pre[0]) * hcur[n, j]
-                        elif mode == M_LSTM_M:
-                            c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
-                            c[n, j] = c1
-                            m[n, j] = sigmoid(pre[3]) * tanh(c1)
-                        else:
-                            if mode == M_LSTM:
-                                c1 = sigmoid(pre[1]) * c[n, j] + sigmoid(pre[0]) * tanh(pre[2])
-                                c[n, j] = c1
-                                h1 = sigmoid(pre[3]) * tanh(c1)
-                            elif mode == M_RNN:
-                                h1 = act(pre[0])
-                            elif mode == M_GRU_LBR:
-                                r = sigmoid(pre[0])
-                                z = sigmoid(pre[1])
-                                h1 = (one - z) * tanh(pre[2] + r * pre[3]) + z * hcur[n, j]
-                            elif mode == M_GRU_MAIN:
-                                z = sigmoid(pre[0])
-                                h1 = (one - z) * tanh(pre[1]) + z * hcur[n, j]
-                            else:  # M_PROJ
-                                h1 = pre[0]
-                            hnxt[n, j] = h1
-                            if bf:
-                                y[n, t, col0 + j] = h1
-                            else:
-                                y[t, n, col0 + j] = h1
-                    elif writes_h:
-                        hnxt[n, j] = hcur[n, j]  # past this row's length: carry the state
+                    for q in range(NS):
+                        pre[q] = sums[u, q * BT + lane]
+                    finish(pre, s, n, j, H, xg, b_hh, lengths, hcur, hnxt, c, y, rh, m,
+                           reverse, col0)
 
         return phase
 

@@ -103,20 +103,17 @@ def cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lbr=True, relu=False,
     c1 = lib.empty((N, H), dt) if kind == LSTM else None
     h1v = lib.view(h1)
     c1v = lib.view(c1) if kind == LSTM else d
-    bt = _kernels.batch_tile(N)
-    kernels = _kernels.step_kernels(kind, lbr, relu, dt.name, bt, proj=whr is not None)
+    kernels, block, grid = _kernels.step_config(kind, lbr, relu, dt.name, N,
+                                                proj=whr is not None)
     scratch = lib.view(lib.empty((N, H), dt)) if len(kernels) == 2 else d  # r*h, or m
-    grid = _kernels.grid_for(H, N, BT=bt)
-    block = (_kernels.KS, _kernels.U_STEP)
     stream = lib.stream
     if whr is None:
         for k in kernels:
-            k[grid, block, stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, scratch)
+            k[grid(H), block, stream](X, hv, cv, wih, whh, bih, bhh, h1v, c1v, scratch)
     else:  # c' and m = o*tanh(c'), then h' = W_hr m
-        kernels[0][grid, block, stream](X, hv, cv, wih, whh, bih, bhh, d, c1v, scratch)
+        kernels[0][grid(H), block, stream](X, hv, cv, wih, whh, bih, bhh, d, c1v, scratch)
         # (x is only read for N here: the projection has no input part)
-        kernels[1][_kernels.grid_for(P, N, BT=bt), block, stream](scratch, scratch, d, d, whr,
-                                                                  bih, bhh, h1v, d, d)
+        kernels[1][grid(P), block, stream](scratch, scratch, d, d, whr, bih, bhh, h1v, d, d)
     if unbatched:
         h1 = h1.reshape(P)
         c1 = None if c1 is None else c1.reshape(H)
@@ -250,7 +247,8 @@ def sequence(kind, lbr, relu, layers, I, H, L, D, x, hx, lengths, batch_first, i
 
 def _recurrence(kind, lbr, relu, dt, bf, impl, proj, args, T, N, H, P, stream):
     """Launch one layer-direction: the persistent kernel where a cooperative grid fits (with
-    W_hh in shared memory where that fits too), else one launch per plan per step."""
+    W_hh in shared memory where that fits too), else one launch per plan per step (the tiled
+    kernels for a large batch, _kernels.use_tiled)."""
     G = _api.GATES[kind]
     bt = _kernels.batch_tile(N)
     nbt = -(-N // bt)
@@ -272,10 +270,15 @@ def _recurrence(kind, lbr, relu, dt, bf, impl, proj, args, T, N, H, P, stream):
             return
         if impl == "persistent":
             raise RuntimeError("impl='persistent': no cooperative launch fits this device")
-    U = _kernels.U_STEP
-    _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt, proj)
-    block = (_kernels.KS, U)
-    grids = [(-(-H // U)) * nbt, (-(-(P if proj else H) // U)) * nbt]
+    if _kernels.use_tiled(N):
+        steps = _kernels.tiled_sequence_steps(kind, lbr, relu, dt.name, bf, proj)
+        block = (_kernels.TILED_BLOCK,)
+        grids = [_kernels.tiled_grid(H, N), _kernels.tiled_grid(P, N)]
+    else:
+        U = _kernels.U_STEP
+        _, steps = _kernels.sequence_kernels(kind, lbr, relu, dt.name, bf, 0, U, bt, proj)
+        block = (_kernels.KS, U)
+        grids = [(-(-H // U)) * nbt, (-(-P // U)) * nbt]
     for s in range(T):
         for i, k in enumerate(steps):
             k[grids[i], block, stream](s, *args)

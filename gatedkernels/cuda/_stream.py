@@ -37,10 +37,9 @@ class DeviceStream:
         self._w = (p["weight_ih"], p["weight_hh"],
                    p["bias_ih"] if "bias_ih" in p else zeros_1d(G * self.H, dt),
                    p["bias_hh"] if "bias_hh" in p else zeros_1d(G * self.H, dt))
-        bt = _kernels.batch_tile(self.N)
-        self._kernels = _kernels.step_kernels(self._kind, module._lbr, module._relu, dt.name, bt)
-        self._grid = _kernels.grid_for(self.H, self.N, BT=bt)
-        self._block = (_kernels.KS, _kernels.U_STEP)
+        self._kernels, self._block, grid = _kernels.step_config(
+            self._kind, module._lbr, module._relu, dt.name, self.N)
+        self._grid = grid(self.H)
         self._hb = cuda.to_device(np.zeros((2, self.N, self.H), dt))
         lstm = self._kind == _api.LSTM
         self._cb = cuda.to_device(np.zeros((2, self.N, self.H), dt)) if lstm else None
