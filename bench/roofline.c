@@ -5,7 +5,7 @@
  * Usage: roofline FMA_ITERATIONS [BYTES ...]
  *   peak_gflops  FMAs on 12 independent register chains at the widest vector width the compiler
  *                targets (no memory traffic): the most any float32 kernel can do on one core
- *   read_gbs N   best GB/s of summing a warm N-byte buffer with 8 independent vector chains
+ *   read_gbs N   best GB/s of summing a warm N-byte buffer into 8 independent vector sums
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,16 +68,17 @@ static double read_gbs(size_t bytes) {
   long reps = (long)(4e8 / (double)(n * sizeof(float))) + 1;
   double best = 1e30;
   for (int r = 0; r < 9; ++r) {
-    vec s[8];
-    for (int j = 0; j < 8; ++j) s[j] = (vec){0};
+    vec s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};
     double t = now();
     for (long k = 0; k < reps; ++k)
-      for (size_t i = 0; i < nv; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += v[i + j];
+      for (size_t i = 0; i < nv; i += 8) {
+        s0 += v[i]; s1 += v[i + 1]; s2 += v[i + 2]; s3 += v[i + 3];
+        s4 += v[i + 4]; s5 += v[i + 5]; s6 += v[i + 6]; s7 += v[i + 7];
+      }
     t = (now() - t) / reps;
     if (t < best) best = t;
-    for (int j = 1; j < 8; ++j) s[0] += s[j];
-    sink = s[0][0];
+    vec s = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+    sink = s[0];
   }
   free(buf);
   return n * sizeof(float) / best / 1e9;
