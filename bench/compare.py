@@ -6,7 +6,8 @@ shapes, in one run, float32.
     python bench/compare.py --threads 1 --png report.png
 
 Every case times its candidates in interleaved rounds (A, B, C, A, B, C, ...) and reports the
-median per call; ratios are peer median / gatedkernels median (> 1: gatedkernels is faster).
+median per call (with 2 threads, after a 60 ms pause before each batch, so that no library's
+spinning worker threads compete with the next candidate); ratios are peer median / gatedkernels median (> 1: gatedkernels is faster).
 Peers that are not installed are skipped with a note. The single-thread SGEMM rate of NumPy's
 BLAS (and of torch's, when installed) is measured in the same run: it is the roofline the
 sequence figures are compared with ("% GEMM").
@@ -238,16 +239,20 @@ def run(args):
         print(f"\n## {threads} thread(s): SGEMM 1024^3 best " +
               ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
         roof = max(peak.values())
+        # With several threads, the pools of ONNX Runtime, OpenMP and OpenBLAS keep spinning for
+        # tens of ms after a call and would slow whichever candidate runs next (see interleaved).
+        settle = 0.06 if threads > 1 else 0.0
         for kind in ("lstm", "gru"):
             for N, I, H in step_shapes:
                 cands = step_candidates(kind, N, I, H, threads, rng, with_numpy=True)
-                res = interleaved(cands, rounds=args.rounds, target_s=0.02)
+                res = interleaved(cands, rounds=args.rounds, target_s=0.02, settle_s=settle)
                 rows.append(_row(threads, kind, "step", 1, N, I, H, res, roof))
                 _print_row(rows[-1])
             for T, N, I, H in seq_shapes:
                 small = N * H <= 16 * 256
                 cands = seq_candidates(kind, T, N, I, H, threads, rng, with_numpy=small)
-                res = interleaved(cands, rounds=max(3, args.rounds - 2), target_s=0.05)
+                res = interleaved(cands, rounds=max(3, args.rounds - 2), target_s=0.05,
+                                  settle_s=settle)
                 rows.append(_row(threads, kind, "seq", T, N, I, H, res, roof))
                 _print_row(rows[-1])
     return rows

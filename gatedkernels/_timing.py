@@ -22,11 +22,14 @@ def _calibrate(fn, target_s):
         n = max(n * 2, int(n * target_s / max(dt, 1e-9) * 1.2))
 
 
-def interleaved(candidates, *, rounds=7, target_s=0.01, budget_s=None):
+def interleaved(candidates, *, rounds=7, target_s=0.01, budget_s=None, settle_s=0.0):
     """Median seconds per call of each candidate {name: zero-argument callable}.
 
     Returns {name: (median_s, min_s, per_round_list)}. `budget_s` caps the total time by lowering
-    the number of rounds (never below 3).
+    the number of rounds (never below 3). `settle_s` sleeps before each batch: thread pools that
+    spin after a call (ONNX Runtime's, OpenMP's, OpenBLAS's) then go idle instead of competing
+    with the next candidate's threads. Measured: a 2-thread gk LSTM (T=100, N=64, H=256) ran at
+    60 ms right after an ONNX Runtime call and 34.5 ms after a 50 ms pause.
     """
     plan = {name: _calibrate(fn, target_s) for name, fn in candidates.items()}
     if budget_s is not None:
@@ -36,6 +39,8 @@ def interleaved(candidates, *, rounds=7, target_s=0.01, budget_s=None):
     for _ in range(rounds):
         for name, fn in candidates.items():
             n = plan[name][0]
+            if settle_s:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
