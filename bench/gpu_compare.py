@@ -9,7 +9,8 @@ and gatedkernels[cuda12] or [cuda13].
 Candidates, float32 forward, one layer, unidirectional, I = H:
   gk_persist  gk.LSTM/GRU module on torch CUDA tensors: one input GEMM (cuBLAS via torch) + one
               persistent cooperative kernel for all T steps
-  gk_loop     the same with one step-kernel launch per time step (impl="loop")
+  gk_loop     the same with one step-kernel launch per time step (impl="loop"): the
+              warp-per-unit kernel up to N = 8, the tiled kernel above
   cudnn       torch.nn.LSTM/GRU, float32 with TF32 off (allow_tf32 = False)
   cudnn_tf32  the same with TF32 allowed (PyTorch's cuDNN default for RNNs)
   cudnn_fp16  the same in float16 (for reference: another precision)
