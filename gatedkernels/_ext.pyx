@@ -113,6 +113,12 @@ cdef int _check(cnp.ndarray a, str name, int typenum, int64_t d0, int64_t d1=-2,
     return 0
 
 
+cdef inline bint _plain(cnp.ndarray a, int typenum):
+    """A 2-d, C-contiguous, aligned array of this dtype: what the kernels read without a copy."""
+    return cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_TYPE(a) == typenum and \
+        cnp.PyArray_ISCARRAY_RO(a)
+
+
 cdef str _dtype_name(int typenum):
     return "float32" if typenum == cnp.NPY_FLOAT32 else "float64"
 
@@ -240,6 +246,38 @@ cdef class Kernel:
         if self.typenum == cnp.NPY_FLOAT32:
             return step_workspace_size[float](self.isa_i, self.spec, dims, N)
         return step_workspace_size[double](self.isa_i, self.spec, dims, N)
+
+    def call(self, x, h, c):
+        """The common case of a module's cell call, checked in C: x [N, I], h [N, P] and (LSTM)
+        c [N, H], all C-contiguous, aligned NumPy arrays of the kernel's dtype -> (h1, c1) new
+        arrays (c1 None unless LSTM). Returns None for anything else (a cast, a 1-d x, a missing
+        state, a device array, a bad shape): the caller then takes the general path, which
+        converts or reports. Same kernel call, so the same results, as that path."""
+        cdef bint lstm = self.kind == LSTM
+        if type(x) is not np.ndarray or type(h) is not np.ndarray or \
+                (lstm and type(c) is not np.ndarray) or self.L != 1 or self.D != 1:
+            return None
+        cdef cnp.ndarray X = <cnp.ndarray>x, Hx = <cnp.ndarray>h, C = None
+        if not _plain(X, self.typenum) or not _plain(Hx, self.typenum):
+            return None
+        cdef int64_t N = cnp.PyArray_DIMS(X)[0]
+        if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I or cnp.PyArray_DIMS(Hx)[0] != N or \
+                cnp.PyArray_DIMS(Hx)[1] != self.P:
+            return None
+        if lstm:
+            C = <cnp.ndarray>c
+            if not _plain(C, self.typenum) or cnp.PyArray_DIMS(C)[0] != N or \
+                    cnp.PyArray_DIMS(C)[1] != self.H:
+                return None
+        cdef cnp.npy_intp dims[2]
+        dims[0], dims[1] = N, self.P
+        cdef cnp.ndarray h1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        cdef cnp.ndarray c1 = None
+        if lstm:
+            dims[1] = self.H
+            c1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        self.step(X, Hx, C, h1, c1)
+        return h1, c1
 
     def step(self, cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray h1, cnp.ndarray c1):
         """One time step of a single-layer, single-direction kernel.

@@ -194,6 +194,10 @@ class _CellModule(_Module):
 
     def _step(self, x, h, c, out=None):
         """Shared cell call: returns (h1, c1), c1 None unless LSTM; `out` as in _api._outputs."""
+        if out is None and self._kernel is not None:
+            fast = self._kernel.call(x, h, c)  # arrays that need no conversion: checked in C
+            if fast is not None:
+                return fast
         dt = self.dtype
         if device_kind(x) is not None:
             return self._step_device(x, h, c, out)

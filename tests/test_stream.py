@@ -155,3 +155,53 @@ def test_cell_calls_write_into_out(name, make, functional, N, rng):
             call(out=np.empty((N, H), np.float64))
         with pytest.raises(ValueError, match="out"):
             call(out=np.empty((N, H + 1), np.float32))
+
+
+@pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
+def test_cell_call_fast_path_matches_general_path(name, make, rng):
+    """A module's cell call on plain arrays takes a path checked in C (Kernel.call); anything it
+    does not take (Fortran order, another dtype, a 1-d x, no state, a bad shape, a read-only or
+    subclassed array) goes the general way, with the same results and the same errors."""
+    N, I, H = 3, 5, 7
+    cell = make(I, H, np.float32)
+    k = cell._kernel
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    h = rng.standard_normal((N, H)).astype(np.float32)
+    c = rng.standard_normal((N, H)).astype(np.float32)
+    lstm = name == "lstm"
+
+    def run(x, h, c):
+        out = cell(x, (h, c) if lstm else h)
+        return out if lstm else (out, None)
+
+    want = k.call(x, h, c)
+    assert want is not None
+    assert want[1] is None if not lstm else want[1].shape == (N, H)
+    got = run(x, h, c)
+    assert np.array_equal(got[0], want[0])
+    others = [
+        (np.asfortranarray(x), h, c),
+        (x.astype(np.float64), h, c),
+        (x, h.astype(np.float64), c),
+        (x.view(np.ma.MaskedArray), h, c),
+        (x, np.asfortranarray(h), c),
+    ]
+    if lstm:
+        others.append((x, h, c[:, ::-1].copy()[:, ::-1]))  # a negative-stride view
+    for args in others:
+        assert k.call(*args) is None
+        got = run(*args)
+        assert np.array_equal(np.asarray(got[0]), want[0])
+        if lstm:
+            assert np.array_equal(np.asarray(got[1]), want[1])
+    # the unbatched form goes the general way and returns [H]
+    assert k.call(x[0], h[0], c[0]) is None
+    got = run(x[:1][0], h[:1][0], c[:1][0])
+    assert got[0].shape == (H,)
+    # a missing state is zeros; a bad shape is the general path's ValueError
+    assert k.call(x, None, c) is None
+    with pytest.raises(ValueError, match="h"):
+        run(x, h[:, :H - 1].copy(), c)
+    assert k.call(x, h[:, :H - 1].copy(), c) is None
+    with pytest.raises(ValueError, match="x"):
+        run(x[:, :I - 1].copy(), h, c)
