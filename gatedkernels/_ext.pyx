@@ -408,6 +408,57 @@ cdef class Kernel:
                                          <double*>hnp, <double*>cnp_, <double*>wsp)
 
 
+cdef inline bint _plain_nd(object a, int ndim, int typenum):
+    return type(a) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and \
+        cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
+
+
+def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh, b_ih, b_hh,
+             str isa, int64_t max_rows):
+    """The common case of a functional cell call, checked in C: x [N, I] with N < max_rows, h
+    [N, H], c [N, H] (LSTM), w_ih [G*H, I], w_hh [G*H, H], b_ih/b_hh [G*H] or None, all
+    C-contiguous, aligned NumPy arrays of x's dtype -> (h1, c1) new arrays (c1 None unless LSTM).
+    Returns None for anything else (casts, a 1-d x, a missing state, a projection, device
+    arrays, bad shapes): the caller then takes the general path, which converts or reports."""
+    if type(x) is not np.ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    cdef bint lstm = kind == LSTM
+    if not (_plain_nd(x, 2, typenum) and _plain_nd(h, 2, typenum) and _plain_nd(w_ih, 2, typenum)
+            and _plain_nd(w_hh, 2, typenum) and (not lstm or _plain_nd(c, 2, typenum))
+            and (b_ih is None or _plain_nd(b_ih, 1, typenum))
+            and (b_hh is None or _plain_nd(b_hh, 1, typenum))):
+        return None
+    cdef int G = gate_count(kind)
+    cdef cnp.npy_intp* xd = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef cnp.npy_intp* wd = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)
+    cdef int64_t N = xd[0], I = xd[1], GH = wd[0], H = wd[0] // G
+    if N < 1 or N >= max_rows or I < 1 or H < 1 or GH != G * H or wd[1] != H:
+        return None
+    cdef cnp.npy_intp* d = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)
+    if d[0] != GH or d[1] != I:
+        return None
+    d = cnp.PyArray_DIMS(<cnp.ndarray>h)
+    if d[0] != N or d[1] != H:
+        return None
+    if lstm:
+        d = cnp.PyArray_DIMS(<cnp.ndarray>c)
+        if d[0] != N or d[1] != H:
+            return None
+    if (b_ih is not None and cnp.PyArray_DIMS(<cnp.ndarray>b_ih)[0] != GH) or \
+            (b_hh is not None and cnp.PyArray_DIMS(<cnp.ndarray>b_hh)[0] != GH):
+        return None
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = N, H
+    cdef cnp.ndarray h1 = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    cdef cnp.ndarray c1 = cnp.PyArray_EMPTY(2, dims, typenum, 0) if lstm else None
+    raw_step(kind, linear_before_reset, relu, x, h, c if lstm else None, w_ih, w_hh, b_ih, b_hh,
+             None, h1, c1, isa)
+    return h1, c1
+
+
 def raw_step(int kind, bint linear_before_reset, bint relu, cnp.ndarray x, cnp.ndarray h,
              cnp.ndarray c, cnp.ndarray w_ih, cnp.ndarray w_hh, cnp.ndarray b_ih,
              cnp.ndarray b_hh, cnp.ndarray w_hr, cnp.ndarray h1, cnp.ndarray c1, str isa):

@@ -205,3 +205,61 @@ def test_cell_call_fast_path_matches_general_path(name, make, rng):
     assert k.call(x, h[:, :H - 1].copy(), c) is None
     with pytest.raises(ValueError, match="x"):
         run(x[:, :I - 1].copy(), h, c)
+
+
+@pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
+def test_functional_call_fast_path_matches_general_path(name, make, rng):
+    """The functional cells take a path checked in C (_ext.raw_call) for plain arrays of one
+    dtype; casts, Fortran order, a batch of PACK_PER_CALL_ROWS or more, and bad shapes go the
+    general way, with the same results and the same errors."""
+    from gatedkernels import _api, _ext
+
+    N, I, H = 3, 5, 7
+    cell = make(I, H, np.float32)
+    sd = cell.state_dict()
+    w = [sd["weight_ih"], sd["weight_hh"], sd["bias_ih"], sd["bias_hh"]]
+    kind = {"lstm": _api.LSTM, "rnn_relu": _api.RNN}.get(name, _api.GRU)
+    lbr = getattr(cell, "linear_before_reset", True)
+    relu = name == "rnn_relu"
+    kw = ({} if name == "lstm" else {"nonlinearity": "relu"} if relu
+          else {"linear_before_reset": lbr})
+    fn = getattr(gk, {"lstm": "lstm_cell", "rnn_relu": "rnn_cell"}.get(name, "gru_cell"))
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    h = rng.standard_normal((N, H)).astype(np.float32)
+    c = rng.standard_normal((N, H)).astype(np.float32)
+    lstm = name == "lstm"
+
+    def run(x, h, c, w):
+        out = fn(x, (h, c) if lstm else h, *w, **kw)
+        return out if lstm else (out, None)
+
+    def fast(x, h, c, w):
+        return _ext.raw_call(kind, lbr, relu, x, h, c, *w, gk.get_isa(), _api.PACK_PER_CALL_ROWS)
+
+    want = fast(x, h, c, w)
+    assert want is not None
+    got = run(x, h, c, w)
+    assert np.array_equal(got[0], want[0])
+    general = [
+        (np.asfortranarray(x), h, c, w),
+        (x, h, c, [np.asfortranarray(w[0])] + w[1:]),
+        (x, h, c, w[:2] + [w[2].astype(np.float64), w[3]]),
+        (x, h, c, w[:2] + [None, None]),  # no biases: still the fast path
+    ]
+    for args in general[:3]:
+        assert fast(*args) is None
+        assert np.array_equal(run(*args)[0], want[0])
+    assert fast(*general[3]) is not None
+    assert np.array_equal(fast(*general[3])[0], run(*general[3])[0])
+    # a batch of PACK_PER_CALL_ROWS rows is packed per call: the general path
+    R = _api.PACK_PER_CALL_ROWS
+    xb, hb, cb = (np.ascontiguousarray(np.tile(a, (R, 1))[:R]) for a in (x, h, c))
+    assert fast(xb, hb, cb, w) is None
+    assert np.allclose(run(xb, hb, cb, w)[0][:N], want[0], rtol=1e-5, atol=1e-6)
+    # bad shapes: the general path's errors
+    assert fast(x, h, c, [w[0][:, :I - 1].copy()] + w[1:]) is None
+    with pytest.raises(ValueError, match="w_ih"):
+        run(x, h, c, [w[0][:, :I - 1].copy()] + w[1:])
+    assert fast(x, h[:, :H - 1].copy(), c, w) is None
+    with pytest.raises(ValueError, match="h"):
+        run(x, h[:, :H - 1].copy(), c, w)
