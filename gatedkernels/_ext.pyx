@@ -113,10 +113,11 @@ cdef int _check(cnp.ndarray a, str name, int typenum, int64_t d0, int64_t d1=-2,
     return 0
 
 
-cdef inline bint _plain(cnp.ndarray a, int typenum):
-    """A 2-d, C-contiguous, aligned array of this dtype: what the kernels read without a copy."""
-    return cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_TYPE(a) == typenum and \
-        cnp.PyArray_ISCARRAY_RO(a)
+cdef inline bint _plain_nd(object a, int ndim, int typenum):
+    """A NumPy array (not a subclass) of `ndim` dimensions and this dtype, C-contiguous and
+    aligned: what the kernels read without a copy."""
+    return type(a) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and \
+        cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
 
 
 cdef str _dtype_name(int typenum):
@@ -254,20 +255,17 @@ cdef class Kernel:
         state, a device array, a bad shape): the caller then takes the general path, which
         converts or reports. Same kernel call, so the same results, as that path."""
         cdef bint lstm = self.kind == LSTM
-        if type(x) is not np.ndarray or type(h) is not np.ndarray or \
-                (lstm and type(c) is not np.ndarray) or self.L != 1 or self.D != 1:
+        if self.L != 1 or self.D != 1 or not _plain_nd(x, 2, self.typenum) or \
+                not _plain_nd(h, 2, self.typenum) or (lstm and not _plain_nd(c, 2, self.typenum)):
             return None
         cdef cnp.ndarray X = <cnp.ndarray>x, Hx = <cnp.ndarray>h, C = None
-        if not _plain(X, self.typenum) or not _plain(Hx, self.typenum):
-            return None
         cdef int64_t N = cnp.PyArray_DIMS(X)[0]
         if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I or cnp.PyArray_DIMS(Hx)[0] != N or \
                 cnp.PyArray_DIMS(Hx)[1] != self.P:
             return None
         if lstm:
             C = <cnp.ndarray>c
-            if not _plain(C, self.typenum) or cnp.PyArray_DIMS(C)[0] != N or \
-                    cnp.PyArray_DIMS(C)[1] != self.H:
+            if cnp.PyArray_DIMS(C)[0] != N or cnp.PyArray_DIMS(C)[1] != self.H:
                 return None
         cdef cnp.npy_intp dims[2]
         dims[0], dims[1] = N, self.P
@@ -406,11 +404,6 @@ cdef class Kernel:
                 sequence_forward[double](self.isa_i, self.spec, s, self.ptr_d.data(), <const double*>xp, lp,
                                          <const double*>h0p, <const double*>c0p, <double*>yp,
                                          <double*>hnp, <double*>cnp_, <double*>wsp)
-
-
-cdef inline bint _plain_nd(object a, int ndim, int typenum):
-    return type(a) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and \
-        cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
 
 
 def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh, b_ih, b_hh,

@@ -150,6 +150,11 @@ def test_cell(kind, variant, case, dtype, rng):
     hx = None
     if with_state:
         hx = _f32_exact(_helpers.random_hx(kind, None, N or 1, H, rng=rng, batched=batched))
+    check_cell(kind, variant, x, hx, params, dtype, f"{kind}{variant} cell {case[0]}")
+
+
+def check_cell(kind, variant, x, hx, params, dtype, what):
+    """One cell call on the device against the reference (see check)."""
 
     def run_device(dt):
         return cell_call(gk, kind, variant, dev(_cast(x, dt)), dev(_cast(hx, dt)),
@@ -159,7 +164,7 @@ def test_cell(kind, variant, case, dtype, rng):
         return cell_call(reference, kind, variant, _cast(x, dt), _cast(hx, dt),
                          _cast(params, dt))
 
-    check(dtype, run_device, run_reference, f"{kind}{variant} cell {case[0]}")
+    check(dtype, run_device, run_reference, what)
 
 
 @pytest.mark.parametrize("missing", ["h", "c"])
@@ -231,16 +236,7 @@ def test_tiled_cell(kind, variant, case, dtype, rng):
     _, N, I, H, bias, with_state = case
     assert _kernels.use_tiled(N)
     x, hx, params = _cell_inputs(kind, N, I, H, bias, with_state, rng)
-
-    def run_device(dt):
-        return cell_call(gk, kind, variant, dev(_cast(x, dt)), dev(_cast(hx, dt)),
-                         dev(_cast(params, dt)))
-
-    def run_reference(dt):
-        return cell_call(reference, kind, variant, _cast(x, dt), _cast(hx, dt),
-                         _cast(params, dt))
-
-    check(dtype, run_device, run_reference, f"{kind}{variant} tiled cell {case[0]}")
+    check_cell(kind, variant, x, hx, params, dtype, f"{kind}{variant} tiled cell {case[0]}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

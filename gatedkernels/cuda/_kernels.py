@@ -402,10 +402,11 @@ def _tile_functions(dtype_name):
     (row (g - g_lo)*BU + jj holds unit j0 + jj), both read coalesced along k and zero outside
     N, H and K. Every thread must call it (it synchronises the block).
 
-    next_output(acc, pre, NS) copies output 0's NS slots to pre and rotates every slot's
-    outputs down by one, so the epilogue visits e = 0, 1, ... always reading index 0: acc is
-    only ever indexed by constants (it stays in registers) although the loop over the outputs,
-    with the whole cell math in its body, is not unrolled.
+    next_output(acc, pre, NS, e, n0, j0) copies output 0's NS slots to pre and rotates every
+    slot's outputs down by one, so the epilogue visits e = 0, 1, ... always reading index 0: acc
+    is only ever indexed by constants (it stays in registers) although the loop over the
+    outputs, with the whole cell math in its body, is not unrolled. It returns output e's
+    (row n, unit j).
     """
     zero = _np_type(dtype_name)(0)
 
@@ -442,13 +443,34 @@ def _tile_functions(dtype_name):
             cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def next_output(acc, pre, NS):
+    def next_output(acc, pre, NS, e, n0, j0):
         for q in range(NS):
             pre[q] = acc[q * RR]
-            for e in range(RR - 1):
-                acc[q * RR + e] = acc[q * RR + e + 1]
+            for i in range(RR - 1):
+                acc[q * RR + i] = acc[q * RR + i + 1]
+        tid = cuda.threadIdx.x
+        return n0 + tid % TN + (e % RN) * TN, j0 + tid // TN + (e // RN) * TU
 
     return tile_part, next_output
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_recurrent(plan, dtype_name):
+    """recurrent(acc, st, ws, xs, w_hh, h, rh, H, N, n0, j0): the recurrent parts of `plan`
+    (W_hh against h, and the GRU's n row against h or, for the Cho GRU, r*h) via tile_part."""
+    _, _, _, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, _ = plan
+    tile_part, _ = _tile_functions(dtype_name)
+
+    @cuda.jit(device=True, inline=True)
+    def recurrent(acc, st, ws, xs, w_hh, h, rh, H, N, n0, j0):
+        tile_part(acc, st, ws, xs, w_hh, h, H, N, a_lo, a_hi, a_slot, n0, j0)
+        if b_hi > b_lo:
+            if b_rh:
+                tile_part(acc, st, ws, xs, w_hh, rh, H, N, b_lo, b_hi, b_slot, n0, j0)
+            else:
+                tile_part(acc, st, ws, xs, w_hh, h, H, N, b_lo, b_hi, b_slot, n0, j0)
+
+    return recurrent
 
 
 @functools.lru_cache(maxsize=None)
@@ -460,9 +482,10 @@ def tiled_step_kernels(kind, lbr, relu, dtype_name, proj=False):
 
 
 def _tiled_step_kernel(plan, relu, dtype_name):
-    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    mode, x_lo, x_hi, NS = plan[0], plan[1], plan[2], plan[-1]
     G = MODE_GATES[mode]
     tile_part, next_output = _tile_functions(dtype_name)
+    recurrent = _tile_recurrent(plan, dtype_name)
     finish = _cell_epilogue(plan, relu, dtype_name)
     QS = NS * RR
     WR = _part_gates(plan) * BU
@@ -483,18 +506,9 @@ def _tiled_step_kernel(plan, relu, dtype_name):
             acc[q] = 0
         if x_hi > x_lo:
             tile_part(acc, st, ws, xs, w_ih, x, H, N, x_lo, x_hi, 0, n0, j0)
-        tile_part(acc, st, ws, xs, w_hh, h, H, N, a_lo, a_hi, a_slot, n0, j0)
-        if b_hi > b_lo:
-            if b_rh:
-                tile_part(acc, st, ws, xs, w_hh, rh, H, N, b_lo, b_hi, b_slot, n0, j0)
-            else:
-                tile_part(acc, st, ws, xs, w_hh, h, H, N, b_lo, b_hi, b_slot, n0, j0)
-        tn = cuda.threadIdx.x % TN
-        tu = cuda.threadIdx.x // TN
+        recurrent(acc, st, ws, xs, w_hh, h, rh, H, N, n0, j0)
         for e in range(RR):
-            next_output(acc, pre, NS)
-            j = j0 + tu + (e // RN) * TU
-            n = n0 + tn + (e % RN) * TN
+            n, j = next_output(acc, pre, NS, e, n0, j0)
             if n < N and j < H:
                 finish(pre, n, j, H, h, c, b_ih, b_hh, h_out, c_out, rh)
 
@@ -512,9 +526,10 @@ def tiled_sequence_steps(kind, lbr, relu, dtype_name, batch_first, proj=False):
 
 
 def _tiled_sequence_step(plan, relu, dtype_name, bf, use_w_hr):
-    mode, x_lo, x_hi, a_lo, a_hi, a_slot, b_lo, b_hi, b_slot, b_rh, NS = plan
+    mode, a_lo, a_hi, a_slot, NS = plan[0], plan[3], plan[4], plan[5], plan[-1]
     GP = MODE_GATES[mode]
     tile_part, next_output = _tile_functions(dtype_name)
+    recurrent = _tile_recurrent(plan, dtype_name)
     finish = _seq_epilogue(plan, relu, dtype_name, bf)
     QS = NS * RR
     WR = _part_gates(plan) * BU
@@ -540,18 +555,9 @@ def _tiled_sequence_step(plan, relu, dtype_name, bf, use_w_hr):
             tile_part(acc, st, ws, xs, w_hr, m, H, N, a_lo, a_hi, a_slot, n0, j0)
         else:
             H = w_hh.shape[0] // GP
-            tile_part(acc, st, ws, xs, w_hh, hcur, H, N, a_lo, a_hi, a_slot, n0, j0)
-            if b_hi > b_lo:
-                if b_rh:
-                    tile_part(acc, st, ws, xs, w_hh, rh, H, N, b_lo, b_hi, b_slot, n0, j0)
-                else:
-                    tile_part(acc, st, ws, xs, w_hh, hcur, H, N, b_lo, b_hi, b_slot, n0, j0)
-        tn = cuda.threadIdx.x % TN
-        tu = cuda.threadIdx.x // TN
+            recurrent(acc, st, ws, xs, w_hh, hcur, rh, H, N, n0, j0)
         for e in range(RR):
-            next_output(acc, pre, NS)
-            j = j0 + tu + (e // RN) * TU
-            n = n0 + tn + (e % RN) * TN
+            n, j = next_output(acc, pre, NS, e, n0, j0)
             if n < N and j < H:
                 finish(pre, s, n, j, H, xg, b_hh, lengths, hcur, hnxt, c, y, rh, m, reverse,
                        col0)
