@@ -23,20 +23,12 @@
 
 #include "gatedkernels/gatedkernels.h"
 #include "gatedkernels/threads.h"
+#include "gatedkernels/simd.h"
 #include "gatedkernels/activations.h"
 #include "gatedkernels/cells.h"
 
 namespace gatedkernels {
 namespace GK_ISA {
-
-// One SIMD register of T (GCC/Clang vector extension), GK_VB_BYTES wide: 16 bytes for the
-// baseline (SSE2 / NEON), 32 for AVX2, 64 for AVX-512.
-template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(GK_VB_BYTES)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
 
 template <typename T>
 struct Tile {
@@ -242,34 +234,18 @@ void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<
   if (L.w_hr >= 0) pack_panel(raw.w_hr, 0, d.P, 1, H, out + L.w_hr);
 }
 
-// All lanes = v, as one broadcast (folded into the FMA's memory operand). v - 0 is v for every
-// v, so the compiler drops the subtraction; v + 0 is not (-0 + 0 = +0) and costs a scalar add
-// before every broadcast.
-template <typename T>
-GK_INLINE Vec<T> splat(T v) {
-  return v - Vec<T>{};
-}
-
-template <typename T>
-inline Vec<T> vload(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// acc[r][*] = A[row r, :K] . panel block (G*VB columns) for R rows of A, accumulated in
-// registers: per k, G weight vectors are loaded once and reused by all R rows. With few rows
-// (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency, so k is dealt
-// round-robin to S sets of accumulators, summed at the end in a fixed order (deterministic).
+// acc[r][*] = row r of A [:K] . panel block (G*VB columns) for R rows (a[r] points at each),
+// accumulated in registers: per k, G weight vectors are loaded once and reused by all R rows.
+// With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency,
+// so k is dealt round-robin to S sets of accumulators, summed at the end in a fixed order
+// (deterministic).
 template <typename T, int G, int R>
-GK_INLINE void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K, T* acc_out,
-                           int64_t acc_stride) {
+GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* acc_out,
+                              int64_t acc_stride) {
   constexpr int VB = Tile<T>::VB;
   constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
   Vec<T> acc[S][R][G];
-  const T* a[R];
-  for (int r = 0; r < R; ++r) a[r] = A + r * lda;
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r)
       for (int g = 0; g < G; ++g) acc[s][r][g] = Vec<T>{};
@@ -299,17 +275,17 @@ GK_INLINE void tile_dot_fixed(const T* A, int64_t lda, const T* block, int64_t K
       std::memcpy(acc_out + r * acc_stride + g * VB, &acc[0][r][g], sizeof(Vec<T>));
 }
 
-// The same for any rows <= BT(G): a full tile or the matching smaller one (never computing
-// rows that are not there, which matters at N = 1).
+// The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
+// smaller one (never computing rows that are not there, which matters at N = 1).
 template <typename T, int G, int BT>
-GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
-                     T (&acc)[BT][G * Tile<T>::VB]) {
+GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K,
+                             T (&acc)[BT][G * Tile<T>::VB]) {
   constexpr int W = G * Tile<T>::VB;
   T* out = &acc[0][0];
   switch (rows) {
 #define GK_TILE_CASE(R) \
   case R:               \
-    if constexpr (R <= BT) tile_dot_fixed<T, G, R>(A, lda, block, K, out, W); \
+    if constexpr (R <= BT) tile_dot_fixed<T, G, R>(a, block, K, out, W); \
     break;
     GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
     GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
@@ -319,19 +295,30 @@ GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, i
   }
 }
 
-// out[r][b][G][VB] = A[r, :K] . panel + bias, for R rows: the input projection of every row of a
-// sequence in one GEMM (rows in the caller's order).
-template <typename T, int G>
-void project_packed(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel,
-                    const T* bias, int64_t nb, T* out, const Par& par) {
+// The same for rows A, A + lda, ...
+template <typename T, int G, int BT>
+GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
+                        T (&acc)[BT][G * Tile<T>::VB]) {
+  const T* a[BT];
+  for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
+  tile_dot_rows<T, G, BT>(a, rows, block, K, acc);
+}
+
+// out[q][b][G][VB] = row q . panel + bias for the rows q < R (row_of(q) points at each): the
+// input projection of many rows of a sequence in one GEMM.
+template <typename T, int G, class RowOf>
+void project_packed(const RowOf& row_of, int64_t R, int64_t K, const T* panel, const T* bias,
+                    int64_t nb, T* out, const Par& par) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
   par.blocks(nb, R, BT, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
     const T* block = panel + b * K * W;
     const T* bb = bias + b * W;
     for (int64_t r0 = q0; r0 < q1; r0 += BT) {
       const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
+      const T* a[BT];
+      for (int r = 0; r < BT; ++r) a[r] = row_of(r0 + (r < rows ? r : 0));
       T acc[BT][W];
-      tile_dot<T, G, BT>(A + r0 * lda, lda, rows, block, K, acc);
+      tile_dot_rows<T, G, BT>(a, rows, block, K, acc);
       for (int64_t r = 0; r < rows; ++r) {
         T* o = out + ((r0 + r) * nb + b) * W;
         for (int i = 0; i < W; ++i) o[i] = acc[r][i] + bb[i];
@@ -453,6 +440,42 @@ GK_INLINE void store_lanes(const T* src, int64_t lanes, T* dst) {
   for (int64_t l = 0; l < lanes; ++l) dst[l] = src[l];
 }
 
+// M rows of a [*, stride] state, `lanes` columns each (zeros past them), as Lanes; and back.
+template <class L, typename T>
+GK_INLINE L load_rows(const T* p, int64_t stride, int64_t lanes) {
+  if (lanes == Tile<T>::VB) return L::load(p, stride);
+  L v;
+  for (int m = 0; m < L::size; ++m) {
+    T buf[Tile<T>::VB];
+    load_lanes(p + m * stride, lanes, buf);
+    v.v[m] = vload(buf);
+  }
+  return v;
+}
+template <typename T, int M>
+GK_INLINE void store_rows(const Lanes<T, M>& v, int64_t lanes, T* p, int64_t stride) {
+  if (lanes == Tile<T>::VB) return v.store(p, stride);
+  for (int m = 0; m < M; ++m) {
+    T buf[Tile<T>::VB];
+    vstore(v.v[m], buf);
+    store_lanes(buf, lanes, p + m * stride);
+  }
+}
+
+// Runs f(RowGroup<M>{}, r) for the rows [r, r + M) of a tile, in groups of M = kRowJam (each
+// group's activations interleaved, see simd.h), then of 1 for the rest.
+template <int M>
+struct RowGroup {
+  static constexpr int size = M;
+};
+constexpr int kRowJam = 2;
+template <class F>
+GK_INLINE void each_row_group(int64_t rows, const F& f) {
+  int64_t r = 0;
+  for (; r + kRowJam <= rows; r += kRowJam) f(RowGroup<kRowJam>{}, r);
+  for (; r < rows; ++r) f(RowGroup<1>{}, r);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fused steps. Each computes, for every hidden block and batch tile, the recurrent product into
 // registers and finishes the cell there: no [N, G*H] gates tensor is written to memory.
@@ -493,18 +516,19 @@ struct Lstm {
         prefetch_rows(c + n0 * H + j0, H, rows, VB);
         const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
                                               h + n0 * P, P, w.w_hh + b * P * G * VB, P, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = n0 + r;
+        each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
           const T* x = xt + r * x_stride;
           const T* a = acc[r];
-          T cv[VB], c1v[VB], h1v[VB];
-          load_lanes(c + n * H + j0, lanes, cv);
-          for (int l = 0; l < VB; ++l)
-            lstm_pointwise(x[l] + a[l], x[VB + l] + a[VB + l], x[2 * VB + l] + a[2 * VB + l],
-                           x[3 * VB + l] + a[3 * VB + l], cv[l], c1v[l], h1v[l]);
-          store_lanes(c1v, lanes, c1 + n * H + j0);
-          store_lanes(h1v, lanes, hout + n * H + j0);
-        }
+          const int64_t at = (n0 + r) * H + j0;
+          L pre[G];
+          for (int g = 0; g < G; ++g)
+            pre[g] = L::load(x + g * VB, x_stride) + L::load(a + g * VB, G * VB);
+          L c1v, h1v;
+          lstm_pointwise(pre[0], pre[1], pre[2], pre[3], load_rows<L>(c + at, H, lanes), c1v, h1v);
+          store_rows(c1v, lanes, c1 + at, H);
+          store_rows(h1v, lanes, hout + at, H);
+        });
       }
       epi.on_c(q0, q1, j0, j0 + lanes);
       if (!w.w_hr) epi.on_h(q0, q1, j0, j0 + lanes);
@@ -571,17 +595,17 @@ struct Gru {
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
                                               h + n0 * H, H, w.w_hh + b * H * G * VB, H, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = n0 + r;
+        each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
           const T* x = xt + r * x_stride;
           const T* a = acc[r];
-          T hv[VB], h1v[VB];
-          load_lanes(h + n * H + j0, lanes, hv);
-          for (int l = 0; l < VB; ++l)
-            h1v[l] = gru_lbr_pointwise(x[l] + a[l], x[VB + l] + a[VB + l], x[2 * VB + l],
-                                       a[2 * VB + l] + bhn[l], hv[l]);
-          store_lanes(h1v, lanes, h1 + n * H + j0);
-        }
+          const int64_t at = (n0 + r) * H + j0;
+          const L h1v = gru_lbr_pointwise(
+              L::load(x, x_stride) + L::load(a, G * VB),
+              L::load(x + VB, x_stride) + L::load(a + VB, G * VB), L::load(x + 2 * VB, x_stride),
+              L::load(a + 2 * VB, G * VB) + L::load(bhn, 0), load_rows<L>(h + at, H, lanes));
+          store_rows(h1v, lanes, h1 + at, H);
+        });
       }
       epi.on_h(q0, q1, j0, j0 + lanes);
     });
@@ -602,16 +626,18 @@ struct Gru {
         T acc[BT][2 * VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB, xp_stride, rows, 2 * VB);
         tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = n0 + r;
-          const T* x = xp + n * xp_stride + b * G * VB;
+        each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
+          const T* x = xp + (n0 + r) * xp_stride + b * G * VB;
           const T* a = acc[r];
-          T hv[VB], rhv[VB], zv[VB];
-          load_lanes(h + n * H + j0, lanes, hv);
-          for (int l = 0; l < VB; ++l) gru_rz(x[l] + a[l], x[VB + l] + a[VB + l], hv[l], rhv[l], zv[l]);
-          store_lanes(rhv, lanes, rh + n * H + j0);
-          store_lanes(zv, lanes, zs + n * H + j0);
-        }
+          const int64_t at = (n0 + r) * H + j0;
+          L rhv, zv;
+          gru_rz(L::load(x, xp_stride) + L::load(a, 2 * VB),
+                 L::load(x + VB, xp_stride) + L::load(a + VB, 2 * VB),
+                 load_rows<L>(h + at, H, lanes), rhv, zv);
+          store_rows(rhv, lanes, rh + at, H);
+          store_rows(zv, lanes, zs + at, H);
+        });
       }
     });
     par.sync();  // W_hn reads all of r*h
@@ -622,15 +648,14 @@ struct Gru {
         T acc[BT1][VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB + 2 * VB, xp_stride, rows, VB);
         tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = n0 + r;
-          const T* x = xp + n * xp_stride + b * G * VB + 2 * VB;
-          T hv[VB], zv[VB], h1v[VB];
-          load_lanes(h + n * H + j0, lanes, hv);
-          load_lanes(zs + n * H + j0, lanes, zv);
-          for (int l = 0; l < VB; ++l) h1v[l] = gru_n_blend(x[l] + acc[r][l], zv[l], hv[l]);
-          store_lanes(h1v, lanes, h1 + n * H + j0);
-        }
+        each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
+          const T* x = xp + (n0 + r) * xp_stride + b * G * VB + 2 * VB;
+          const int64_t at = (n0 + r) * H + j0;
+          const L h1v = gru_n_blend(L::load(x, xp_stride) + L::load(acc[r], VB),
+                                    load_rows<L>(zs + at, H, lanes), load_rows<L>(h + at, H, lanes));
+          store_rows(h1v, lanes, h1 + at, H);
+        });
       }
       epi.on_h(q0, q1, j0, j0 + lanes);
     });
@@ -663,13 +688,11 @@ struct Rnn {
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, 1, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
                                               h + n0 * H, H, w.w_hh + b * H * VB, H, acc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = n0 + r;
-          const T* x = xt + r * x_stride;
-          T h1v[VB];
-          for (int l = 0; l < VB; ++l) h1v[l] = rnn_pointwise<T, kRelu>(x[l] + acc[r][l]);
-          store_lanes(h1v, lanes, h1 + n * H + j0);
-        }
+        each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
+          const L pre = L::load(xt + r * x_stride, x_stride) + L::load(acc[r], VB);
+          store_rows(rnn_pointwise<L, kRelu>(pre), lanes, h1 + (n0 + r) * H + j0, H);
+        });
       }
       epi.on_h(q0, q1, j0, j0 + lanes);
     });
@@ -722,7 +745,10 @@ void step_thread(void* ctx, int tid, int n) {
     Cell::step(d, a.N, *a.w, xs, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
   } else {
     T* xp = a.ws;
-    project_packed<T, Cell::G>(a.x, d.I, a.N, d.I, a.w->w_ih, a.w->bias, nb, xp, par);
+    const T* x = a.x;
+    const int64_t I = d.I;
+    project_packed<T, Cell::G>([x, I](int64_t q) { return x + q * I; }, a.N, I, a.w->w_ih,
+                               a.w->bias, nb, xp, par);
     par.sync();  // an item of the step may read a block another thread projected
     const XRows<T, Cell::G> xs{xp, row};
     Cell::step(d, a.N, *a.w, xs, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
@@ -752,11 +778,26 @@ inline void fill_n(T v, int64_t n, T* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = v;
 }
 
+// Time steps per chunk of the input projection. A sequence projects its inputs a chunk of steps
+// at a time, right before those steps, into a buffer of about 2 MiB, which the steps then read
+// back from cache. Projecting all T steps at once wrote and re-read T * N * G * H values through
+// memory (26 MB for T=100, N=64, H=256; a gigabyte for T=1000, N=64, H=1024), and the stores
+// alone took ~7% of the projection. A chunk keeps at least 96 rows (16 full register tiles).
+template <typename T>
+int64_t projection_steps(const SeqShape& s, int64_t row) {
+  const int64_t step_bytes = s.N * row * static_cast<int64_t>(sizeof(T));
+  int64_t steps = (int64_t(2) << 20) / (step_bytes > 0 ? step_bytes : 1);
+  const int64_t min_steps = (96 + s.N - 1) / s.N;
+  if (steps < min_steps) steps = min_steps;
+  if (steps > s.T) steps = s.T;
+  return steps < 1 ? 1 : steps;
+}
+
 template <class Cell, typename T>
 int64_t sequence_ws(const SeqShape& s) {
   const LayerDims d{s.L > 1 ? (s.I > s.D * s.P ? s.I : s.D * s.P) : s.I, s.H, s.P};
-  const int64_t R = s.T * s.N;
-  int64_t n = round_up(R * nblocks<T>(s.H) * Cell::G * Tile<T>::VB);  // input projection
+  const int64_t R = s.T * s.N, row = nblocks<T>(s.H) * Cell::G * Tile<T>::VB;
+  int64_t n = round_up(projection_steps<T>(s, row) * s.N * row);  // input projection chunk
   if (s.L > 1) n += 2 * round_up(R * s.D * s.P);                        // layer outputs
   n += 2 * round_up(s.N * s.P) + 2 * round_up(s.N * s.H);               // h, c double buffers
   n += round_up(Cell::scratch(d, s.N));
@@ -822,8 +863,9 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
   const SeqShape& s = *a.s;
   const int64_t T_ = s.T, N = s.N, H = s.H, P = s.P, DP = s.D * s.P, R = T_ * N;
   const int64_t nb = nblocks<T>(H), row = nb * Cell::G * Tile<T>::VB;
-  T* xp = a.ws;
-  T* p = a.ws + round_up(R * row);
+  const int64_t chunk = projection_steps<T>(s, row);
+  T* xp = a.ws;  // the input projection of `chunk` steps: [step - first][n][nb][G][VB]
+  T* p = a.ws + round_up(chunk * N * row);
   T* buf[2] = {nullptr, nullptr};
   if (s.L > 1) {
     buf[0] = p;
@@ -849,7 +891,6 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
     for (int64_t dir = 0; dir < s.D; ++dir) {
       const int64_t ld = l * s.D + dir;
       const PackedView<T> w = view_layer<T>(*a.spec, d, a.packed[ld]);
-      project_packed<T, Cell::G>(in, in_w, R, in_w, w.w_ih, w.bias, nb, xp, par);
       T* h = hs[0];
       T* h_next = hs[1];
       T* c = cs[0];
@@ -865,11 +906,22 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
       par.sync();  // every thread's step reads all of h
       for (int64_t step = 0; step < T_; ++step) {
         const int64_t t = dir == 0 ? step : T_ - 1 - step;
+        if (step % chunk == 0) {
+          // The input projection of steps [step, step + chunk): after the previous step's
+          // barrier, so nobody still reads the previous chunk.
+          const int64_t first = step, steps = T_ - step < chunk ? T_ - step : chunk;
+          auto row_of = [&](int64_t q) {
+            const int64_t st = first + q / N, tq = dir == 0 ? st : T_ - 1 - st;
+            return in + (tq * t_stride + (q % N) * n_stride) * in_w;
+          };
+          project_packed<T, Cell::G>(row_of, steps * N, in_w, w.w_ih, w.bias, nb, xp, par);
+          par.sync();  // an item of a step may read rows another thread projected
+        }
         // Past a row's length the state holds (the reverse direction thus starts at its last
         // valid step) and the output is zero: done item by item by the epilogue.
         const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
                                  h, c, h_next, c_next, Cell::kHasC};
-        const XRows<T, Cell::G> xs{xp + t * t_stride * row, n_stride * row};
+        const XRows<T, Cell::G> xs{xp + (step % chunk) * N * row, row};
         if (nthreads == 1) {  // whole rows at once: fewer, longer copies
           // Every other step visits the blocks last to first, so it starts on the weights the
           // step before read last, which are still in cache (see step_forward).

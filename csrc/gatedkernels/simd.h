@@ -1,0 +1,214 @@
+// SIMD values for the kernels: one register of the ISA (Vec<T>) and M independent registers
+// processed together (Lanes<T, M>), plus the few operations the activations need on scalars and
+// on Lanes alike, so that each activation is written once (activations.h) and instantiated for
+// both.
+//
+// Why Lanes: an activation is a chain of ~20 dependent operations (exp's polynomial, then a
+// division). One register at a time, a row of the LSTM epilogue is latency-bound: the out-of-order
+// window holds about one row's chain, so the cores idle between steps of it (measured: the
+// epilogue took 20% of an LSTM step at N=64, H=256, for ~8% of its instructions). Every operator
+// of Lanes<T, M> emits M independent instructions next to each other, which is the interleaving
+// (unroll-and-jam) the compiler does not do by itself. GCC's own over-wide vector types would say
+// the same in fewer lines, but GCC 12 scalarizes their selects.
+//
+// No include guard: included by kernel.h inside namespace gatedkernels::GK_ISA (see there).
+#ifndef GK_ISA
+#error "include kernel.h, not this header"
+#endif
+
+#include <cstdint>
+#include <cstring>
+
+namespace gatedkernels {
+namespace GK_ISA {
+
+#ifndef GK_INLINE
+#define GK_INLINE inline __attribute__((always_inline))
+#endif
+
+// One SIMD register of T (GCC/Clang vector extension), GK_VB_BYTES wide: 16 bytes for the
+// baseline (SSE2 / NEON), 32 for AVX2, 64 for AVX-512.
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(GK_VB_BYTES)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+// The unsigned integer vector of the same lane count and width (bit operations).
+template <typename T>
+struct IntVecOf;
+template <>
+struct IntVecOf<float> {
+  typedef uint32_t type __attribute__((vector_size(GK_VB_BYTES)));
+};
+template <>
+struct IntVecOf<double> {
+  typedef uint64_t type __attribute__((vector_size(GK_VB_BYTES)));
+};
+template <typename T>
+using IntVec = typename IntVecOf<T>::type;
+
+template <typename T>
+GK_INLINE Vec<T> vload(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+GK_INLINE void vstore(const Vec<T>& v, T* p) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// All lanes = v, as one broadcast (folded into the FMA's memory operand). v - 0 is v for every
+// v, so the compiler drops the subtraction; v + 0 is not (-0 + 0 = +0) and costs a scalar add
+// before every broadcast.
+template <typename T>
+GK_INLINE Vec<T> splat(T v) {
+  return v - Vec<T>{};
+}
+
+// M registers of T, one operation on all of them at a time (see the top of this file).
+// Scalars convert implicitly (broadcast), so the activations' constants work unchanged.
+template <typename T, int M>
+struct Lanes {
+  static constexpr int size = M;
+  Vec<T> v[M];
+  GK_INLINE Lanes() = default;
+  GK_INLINE Lanes(T s) {  // NOLINT: implicit on purpose, like a float converting to double
+    for (int m = 0; m < M; ++m) v[m] = splat(s);
+  }
+  // M registers at p, p + stride, ... (stride in elements).
+  static GK_INLINE Lanes load(const T* p, int64_t stride) {
+    Lanes r;
+    for (int m = 0; m < M; ++m) r.v[m] = vload(p + m * stride);
+    return r;
+  }
+  GK_INLINE void store(T* p, int64_t stride) const {
+    for (int m = 0; m < M; ++m) vstore(v[m], p + m * stride);
+  }
+#define GK_LANES_OP(op)                                                       \
+  friend GK_INLINE Lanes operator op(const Lanes& a, const Lanes& b) {        \
+    Lanes r;                                                                  \
+    for (int m = 0; m < M; ++m) r.v[m] = a.v[m] op b.v[m];                    \
+    return r;                                                                 \
+  }
+  GK_LANES_OP(+)
+  GK_LANES_OP(-)
+  GK_LANES_OP(*)
+  GK_LANES_OP(/)
+#undef GK_LANES_OP
+  friend GK_INLINE Lanes operator-(const Lanes& a) {
+    Lanes r;
+    for (int m = 0; m < M; ++m) r.v[m] = -a.v[m];
+    return r;
+  }
+};
+
+// The element type of a scalar or of Lanes.
+template <class X>
+struct ElemOf {
+  typedef X type;
+};
+template <typename T, int M>
+struct ElemOf<Lanes<T, M>> {
+  typedef T type;
+};
+
+// ---- The operations the activations use besides + - * /, on scalars and on Lanes. ----------
+// Scalars: plain C++, which GCC vectorizes in the loops over lanes (raw_step.h).
+
+// a < b ? x : y (NaN compares false: y).
+GK_INLINE float if_less(float a, float b, float x, float y) { return a < b ? x : y; }
+GK_INLINE double if_less(double a, double b, double x, double y) { return a < b ? x : y; }
+template <typename T, int M>
+GK_INLINE Lanes<T, M> if_less(const Lanes<T, M>& a, const Lanes<T, M>& b, const Lanes<T, M>& x,
+                              const Lanes<T, M>& y) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) r.v[m] = a.v[m] < b.v[m] ? x.v[m] : y.v[m];
+  return r;
+}
+
+// x == x ? x : 0 (NaN to 0).
+GK_INLINE float nan_to_zero(float x) { return x == x ? x : 0.0f; }
+GK_INLINE double nan_to_zero(double x) { return x == x ? x : 0.0; }
+template <typename T, int M>
+GK_INLINE Lanes<T, M> nan_to_zero(const Lanes<T, M>& x) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) r.v[m] = x.v[m] == x.v[m] ? x.v[m] : Vec<T>{};
+  return r;
+}
+
+GK_INLINE float abs_of(float x) { return __builtin_fabsf(x); }
+GK_INLINE double abs_of(double x) { return __builtin_fabs(x); }
+GK_INLINE float copysign_of(float x, float s) { return __builtin_copysignf(x, s); }
+GK_INLINE double copysign_of(double x, double s) { return __builtin_copysign(x, s); }
+
+template <typename T>
+GK_INLINE IntVec<T> sign_mask() {
+  IntVec<T> m = IntVec<T>{} + 1;
+  return m << (8 * sizeof(T) - 1);
+}
+template <typename T, int M>
+GK_INLINE Lanes<T, M> abs_of(const Lanes<T, M>& x) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) {
+    IntVec<T> b;
+    std::memcpy(&b, &x.v[m], sizeof b);
+    b &= ~sign_mask<T>();
+    std::memcpy(&r.v[m], &b, sizeof b);
+  }
+  return r;
+}
+template <typename T, int M>
+GK_INLINE Lanes<T, M> copysign_of(const Lanes<T, M>& x, const Lanes<T, M>& s) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) {
+    IntVec<T> bx, bs;
+    std::memcpy(&bx, &x.v[m], sizeof bx);
+    std::memcpy(&bs, &s.v[m], sizeof bs);
+    bx = (bx & ~sign_mask<T>()) | (bs & sign_mask<T>());
+    std::memcpy(&r.v[m], &bx, sizeof bx);
+  }
+  return r;
+}
+
+// 2^(n + 64) for an integer-valued n in [-150, 0] (float) or [-1077, 0] (double), a normal number
+// (exact). The exponent field is n + 64 + bias; it is read off the low mantissa bits of
+// n + (64 + bias) + 1.5 * 2^(mantissa bits), where adding the large constant puts the integer,
+// exactly, and shifted into place by the shift below. No float-to-integer conversion, which
+// AVX2 lacks for double.
+GK_INLINE float pow2_plus64(float n) {
+  float t = n + (64.0f + 127.0f + 12582912.0f);  // 1.5 * 2^23
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits <<= 23;
+  std::memcpy(&t, &bits, sizeof t);
+  return t;
+}
+GK_INLINE double pow2_plus64(double n) {
+  double t = n + (64.0 + 1023.0 + 6755399441055744.0);  // 1.5 * 2^52
+  uint64_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits <<= 52;
+  std::memcpy(&t, &bits, sizeof t);
+  return t;
+}
+template <typename T, int M>
+GK_INLINE Lanes<T, M> pow2_plus64(const Lanes<T, M>& n) {
+  constexpr T kOffset = sizeof(T) == 4 ? T(64.0 + 127.0 + 12582912.0)
+                                       : T(64.0 + 1023.0 + 6755399441055744.0);
+  constexpr int kShift = sizeof(T) == 4 ? 23 : 52;
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) {
+    const Vec<T> t = n.v[m] + kOffset;
+    IntVec<T> bits;
+    std::memcpy(&bits, &t, sizeof bits);
+    bits <<= kShift;
+    std::memcpy(&r.v[m], &bits, sizeof bits);
+  }
+  return r;
+}
+
+}  // namespace GK_ISA
+}  // namespace gatedkernels
