@@ -53,9 +53,7 @@ GK_INLINE X exp_nonpos_f(X x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  // p * 2^n with n in [-150, 0], rounded once: p * 2^(n+64) is a normal float (exact), and only
-  // the final product by 2^-64 rounds into the subnormals.
-  return (p * pow2_plus64(nan_to_zero(n))) * 5.42101086242752217e-20f;  // 2^-64
+  return times_pow2(p, n);  // p * 2^n, n in [-150, 0], rounded once (simd.h)
 }
 
 template <class X>
@@ -113,8 +111,7 @@ GK_INLINE ExpParts<X> exp_parts_nonpos(X y) {
   p = p * r + 1.0 / 6.0;
   p = p * r + 0.5;
   const X em1 = p * (r * r) + r;  // expm1(r)
-  // 2^n for n in [-1077, 0], rounded once into the subnormals, as in exp_nonpos_f.
-  return ExpParts<X>{pow2_plus64(nan_to_zero(n)) * 5.42101086242752217e-20, em1};  // 2^-64
+  return ExpParts<X>{times_pow2(X(1.0), n), em1};  // 2^n, n in [-1077, 0], rounded once
 }
 
 template <class X>

@@ -18,6 +18,10 @@
 
 #include <cstdint>
 #include <cstring>
+#if GK_VB_BYTES == 64 && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>  // _mm512_scalef_ps/pd (vscalef), the AVX-512 build only
+#define GK_HAVE_SCALEF 1
+#endif
 
 namespace gatedkernels {
 namespace GK_ISA {
@@ -129,16 +133,6 @@ GK_INLINE Lanes<T, M> if_less(const Lanes<T, M>& a, const Lanes<T, M>& b, const 
   return r;
 }
 
-// x == x ? x : 0 (NaN to 0).
-GK_INLINE float nan_to_zero(float x) { return x == x ? x : 0.0f; }
-GK_INLINE double nan_to_zero(double x) { return x == x ? x : 0.0; }
-template <typename T, int M>
-GK_INLINE Lanes<T, M> nan_to_zero(const Lanes<T, M>& x) {
-  Lanes<T, M> r;
-  for (int m = 0; m < M; ++m) r.v[m] = x.v[m] == x.v[m] ? x.v[m] : Vec<T>{};
-  return r;
-}
-
 GK_INLINE float abs_of(float x) { return __builtin_fabsf(x); }
 GK_INLINE double abs_of(double x) { return __builtin_fabs(x); }
 GK_INLINE float copysign_of(float x, float s) { return __builtin_copysignf(x, s); }
@@ -173,39 +167,43 @@ GK_INLINE Lanes<T, M> copysign_of(const Lanes<T, M>& x, const Lanes<T, M>& s) {
   return r;
 }
 
-// 2^(n + 64) for an integer-valued n in [-150, 0] (float) or [-1077, 0] (double), a normal number
-// (exact). The exponent field is n + 64 + bias; it is read off the low mantissa bits of
-// n + (64 + bias) + 1.5 * 2^(mantissa bits), where adding the large constant puts the integer,
-// exactly, and shifted into place by the shift below. No float-to-integer conversion, which
-// AVX2 lacks for double.
-GK_INLINE float pow2_plus64(float n) {
-  float t = n + (64.0f + 127.0f + 12582912.0f);  // 1.5 * 2^23
-  uint32_t bits;
+// p * 2^n for an integer-valued n in [-150, 0] (float) or [-1077, 0] (double), rounded once
+// (into the subnormals where it falls there). A NaN n comes with a NaN p and gives NaN.
+// Portable form: 2^(n + 64) is a normal number, built exactly from its exponent bits, and only
+// the final product by 2^-64 rounds. The exponent field n + 64 + bias is read off the low
+// mantissa bits of n + (64 + bias) + 1.5 * 2^(mantissa bits), where adding the large constant
+// puts the integer, exactly, and the shift moves it into place: no float-to-integer conversion,
+// which AVX2 lacks for double. Four operations, on a scalar T or a Vec<T> (V) with the unsigned
+// integer type U of the same width.
+// AVX-512: vscalef computes p * 2^floor(n) with one rounding, the same result in one operation.
+template <typename T, class V, class U>
+GK_INLINE V times_pow2_bits(V p, V n) {
+  constexpr int kShift = sizeof(T) == 4 ? 23 : 52;
+  const T offset = sizeof(T) == 4 ? T(64.0 + 127.0 + 12582912.0)           // 1.5 * 2^23
+                                  : T(64.0 + 1023.0 + 6755399441055744.0);  // 1.5 * 2^52
+  V t = n + offset;
+  U bits;
   std::memcpy(&bits, &t, sizeof bits);
-  bits <<= 23;
+  bits <<= kShift;
   std::memcpy(&t, &bits, sizeof t);
-  return t;
+  return (p * t) * T(5.42101086242752217e-20);  // 2^-64
 }
-GK_INLINE double pow2_plus64(double n) {
-  double t = n + (64.0 + 1023.0 + 6755399441055744.0);  // 1.5 * 2^52
-  uint64_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits <<= 52;
-  std::memcpy(&t, &bits, sizeof t);
-  return t;
+GK_INLINE float times_pow2(float p, float n) { return times_pow2_bits<float, float, uint32_t>(p, n); }
+GK_INLINE double times_pow2(double p, double n) {
+  return times_pow2_bits<double, double, uint64_t>(p, n);
 }
 template <typename T, int M>
-GK_INLINE Lanes<T, M> pow2_plus64(const Lanes<T, M>& n) {
-  constexpr T kOffset = sizeof(T) == 4 ? T(64.0 + 127.0 + 12582912.0)
-                                       : T(64.0 + 1023.0 + 6755399441055744.0);
-  constexpr int kShift = sizeof(T) == 4 ? 23 : 52;
+GK_INLINE Lanes<T, M> times_pow2(const Lanes<T, M>& p, const Lanes<T, M>& n) {
   Lanes<T, M> r;
   for (int m = 0; m < M; ++m) {
-    const Vec<T> t = n.v[m] + kOffset;
-    IntVec<T> bits;
-    std::memcpy(&bits, &t, sizeof bits);
-    bits <<= kShift;
-    std::memcpy(&r.v[m], &bits, sizeof bits);
+#ifdef GK_HAVE_SCALEF
+    if constexpr (sizeof(T) == 4)
+      r.v[m] = (Vec<T>)_mm512_scalef_ps((__m512)p.v[m], (__m512)n.v[m]);
+    else
+      r.v[m] = (Vec<T>)_mm512_scalef_pd((__m512d)p.v[m], (__m512d)n.v[m]);
+#else
+    r.v[m] = times_pow2_bits<T, Vec<T>, IntVec<T>>(p.v[m], n.v[m]);
+#endif
   }
   return r;
 }
