@@ -147,7 +147,7 @@ def gate_rows(kind):
 # many batch rows they read the raw PyTorch-layout weights directly (a dot product per weight row;
 # nothing is packed). From here on, packing once per call (one pass over the weights) and running
 # the register-tiled packed kernel costs less than the raw kernel's extra work per row. Measured
-# on the 2-core Cascade Lake CI machine: the crossover is N = 4 at I = H = 64, N = 16 at
+# on the 2-core CI machine: the crossover is N = 4 at I = H = 64, N = 16 at
 # I = 256, H = 512 (bench/compare.py, gk_fn column).
 PACK_PER_CALL_ROWS = 16
 
