@@ -197,10 +197,14 @@ GK_INLINE Lanes<T, M> times_pow2(const Lanes<T, M>& p, const Lanes<T, M>& n) {
   Lanes<T, M> r;
   for (int m = 0; m < M; ++m) {
 #ifdef GK_HAVE_SCALEF
+    // The masked form with every lane selected is the same unmasked vscalef; the plain intrinsic
+    // makes GCC 12 warn (falsely) about its undefined pass-through operand.
     if constexpr (sizeof(T) == 4)
-      r.v[m] = (Vec<T>)_mm512_scalef_ps((__m512)p.v[m], (__m512)n.v[m]);
+      r.v[m] = (Vec<T>)_mm512_mask_scalef_ps((__m512)p.v[m], (__mmask16)-1, (__m512)p.v[m],
+                                             (__m512)n.v[m]);
     else
-      r.v[m] = (Vec<T>)_mm512_scalef_pd((__m512d)p.v[m], (__m512d)n.v[m]);
+      r.v[m] = (Vec<T>)_mm512_mask_scalef_pd((__m512d)p.v[m], (__mmask8)-1, (__m512d)p.v[m],
+                                             (__m512d)n.v[m]);
 #else
     r.v[m] = times_pow2_bits<T, Vec<T>, IntVec<T>>(p.v[m], n.v[m]);
 #endif
