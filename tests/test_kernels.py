@@ -282,6 +282,61 @@ def test_sequence_over_several_projection_chunks(kind, variant, dtype, rng):
     _check(dtype, run(gk), run(reference), f"{kind}{variant} chunked {opts}")
 
 
+# --------------------------------------------------------------------------- gate-split LSTM tiles
+
+# A batch a little over one whole-gate LSTM register tile (bt(4) rows: 6 on AVX-512, 3 in the AVX2
+# and baseline builds) runs as one gate-split tile of all its rows (kernel.h, Lstm::step): N = 7,
+# 8, 9 on AVX-512, 4 on the others. A cell step's input projection goes through K in chunks
+# (tile_dot_split) when K > 256 (AVX-512), 512 (AVX2) or 1024 (baseline): I = 300 does so on
+# AVX-512, with a partial last chunk; H = 37 is not a multiple of any vector width.
+SPLIT_ROWS = [4, 7, 8, 9]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("N", SPLIT_ROWS)
+def test_lstm_gate_split_tile_cell(N, dtype, rng):
+    I, H = 300, 37
+    params = _f32_exact(_helpers.random_cell_params("lstm", I, H, rng=rng))
+    x = _f32_exact(rng.standard_normal((N, I)))
+    hx = _f32_exact(_helpers.random_hx("lstm", None, N, H, rng=rng))
+    module = _cell_module("lstm", {}, I, H, True, dtype, _cast(params, dtype))
+    _check(dtype, lambda dt: module(_cast(x, dt), _cast(hx, dt)),
+           lambda dt: _helpers.call_cell(reference, "lstm", _cast(x, dt), _cast(hx, dt),
+                                         _cast(params, dt)),
+           f"lstm cell N={N}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("N", SPLIT_ROWS)
+@pytest.mark.parametrize("proj", [0, 5])
+def test_lstm_gate_split_tile_sequence(N, proj, dtype, rng):
+    weights, x, hx, opts = _sequence_case("lstm", (6, N, 11, 37), SEQ_OPTIONS["L2bi_bf"], rng,
+                                          proj=proj, with_lengths=True)
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, "lstm", _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), **opts)
+
+    _check(dtype, run(gk), run(reference), f"lstm N={N} proj={proj} {opts}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("N", [4, 8])
+def test_lstm_gate_split_tile_equals_two_row_tiles(N, dtype, rng):
+    """A gate-split tile keeps one accumulator set per gate, as a whole-gate tile of two or more
+    rows does, and takes k in the same order even when it goes through K in chunks (I = 1100:
+    chunked in every build): a step on N rows equals, to the bit, the same step on its rows two
+    at a time (two-row whole-gate tiles)."""
+    I, H = 1100, 37
+    cell = gk.LSTMCell(I, H, seed=1, dtype=dtype)
+    x = rng.standard_normal((N, I)).astype(dtype)
+    h, c = (rng.standard_normal((N, H)).astype(dtype) for _ in range(2))
+    h1, c1 = cell(x, (h, c))
+    for r in range(0, N, 2):
+        h2, c2 = cell(x[r:r + 2], (h[r:r + 2], c[r:r + 2]))
+        assert np.array_equal(h1[r:r + 2], h2) and np.array_equal(c1[r:r + 2], c2), f"rows {r}, {r + 1}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
 def test_large_sequence(kind, variant, rng):

@@ -52,6 +52,26 @@ def test_sequence_bitwise_identical_for_any_thread_count(kind, variant, rng, res
     assert_close32(results[-1], oracle, ref32, "threaded sequence")
 
 
+@pytest.mark.parametrize("N", [4, 8])
+def test_lstm_gate_split_tiles_bitwise_identical_for_any_thread_count(N, rng, restore_threads):
+    """N = 8 (AVX-512) and N = 4 (AVX2, baseline) take one gate-split LSTM tile (kernel.h,
+    Lstm::step); with H = 160 a step still has enough work for several threads."""
+    T, I, H = 5, 40, 160
+    weights = _helpers.random_weights("lstm", I, H, rng=rng, num_layers=2, bidirectional=True,
+                                      dtype=np.float32)
+    x = rng.standard_normal((T, N, I)).astype(np.float32)
+    opts = dict(num_layers=2, bidirectional=True, lengths=_helpers.random_lengths(rng, N, T))
+    results = _run_all_thread_counts(
+        lambda: _helpers.call_sequence(gk, "lstm", x, None, weights, **opts))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+    oracle = _helpers.call_sequence(reference, "lstm", x.astype(np.float64), None,
+                                    {k: v.astype(np.float64) for k, v in weights.items()}, **opts)
+    ref32 = _helpers.call_sequence(reference, "lstm", x, None, weights, **opts)
+    assert_close32(results[-1], oracle, ref32, "threaded gate-split sequence")
+
+
 @pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
 def test_dynamic_schedule_never_changes_a_bit(kind, variant, rng, restore_threads):
     """The work items of a step (hidden blocks, and row chunks of them when the blocks are few:

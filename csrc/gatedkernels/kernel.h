@@ -239,7 +239,11 @@ void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<
 // With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency,
 // so k is dealt round-robin to S sets of accumulators, summed at the end in a fixed order
 // (deterministic).
-template <typename T, int G, int R>
+//
+// GS >= G is the panel's gate count: a tile of G < GS gates (a gate-split pass, see
+// tile_dot_split) reads G of the GS gate vectors at each k, starting at `block`.
+// Accum: add to the sums already in acc_out (one accumulator set only; see tile_dot_split).
+template <typename T, int G, int R, int GS = G, bool Accum = false>
 GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* acc_out,
                               int64_t acc_stride) {
   constexpr int VB = Tile<T>::VB;
@@ -249,11 +253,16 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r)
       for (int g = 0; g < G; ++g) acc[s][r][g] = Vec<T>{};
+  if constexpr (Accum) {
+    static_assert(S == 1, "continued sums need a single accumulator set");
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[0][r][g] = vload(acc_out + r * acc_stride + g * VB);
+  }
   int64_t k = 0;
   for (; k + S <= K; k += S)
     for (int s = 0; s < S; ++s) {
       Vec<T> w[G];
-      for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * G + g) * VB);
+      for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
       for (int r = 0; r < R; ++r) {
         const Vec<T> b = splat(a[r][k + s]);
         for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
@@ -261,7 +270,7 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
     }
   for (int s = 0; k < K; ++k, ++s) {
     Vec<T> w[G];
-    for (int g = 0; g < G; ++g) w[g] = vload(block + (k * G + g) * VB);
+    for (int g = 0; g < G; ++g) w[g] = vload(block + (k * GS + g) * VB);
     for (int r = 0; r < R; ++r) {
       const Vec<T> b = splat(a[r][k]);
       for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
@@ -277,22 +286,27 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
 
 // The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
 // smaller one (never computing rows that are not there, which matters at N = 1).
-template <typename T, int G, int BT>
-GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K,
-                             T (&acc)[BT][G * Tile<T>::VB]) {
-  constexpr int W = G * Tile<T>::VB;
-  T* out = &acc[0][0];
+// Rows of acc are `stride` values apart (G*VB, or GS*VB for a gate-split pass).
+template <typename T, int G, int BT, int GS = G, bool Accum = false, int MinRows = 1>
+GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K, T* out,
+                             int64_t stride) {
   switch (rows) {
 #define GK_TILE_CASE(R) \
   case R:               \
-    if constexpr (R <= BT) tile_dot_fixed<T, G, R>(a, block, K, out, W); \
+    if constexpr (R <= BT && R >= MinRows) tile_dot_fixed<T, G, R, GS, Accum>(a, block, K, out, stride); \
     break;
     GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
     GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
+    GK_TILE_CASE(9)
 #undef GK_TILE_CASE
     default:
       break;
   }
+}
+template <typename T, int G, int BT>
+GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K,
+                             T (&acc)[BT][G * Tile<T>::VB]) {
+  tile_dot_rows<T, G, BT>(a, rows, block, K, &acc[0][0], G * Tile<T>::VB);
 }
 
 // The same for rows A, A + lda, ...
@@ -302,6 +316,42 @@ GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, i
   const T* a[BT];
   for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
   tile_dot_rows<T, G, BT>(a, rows, block, K, acc);
+}
+
+// The same in Passes passes of G / Passes gates each (a gate-split tile): a tile of BT rows then
+// needs BT * G / Passes accumulators, so it can be taller than a whole-gate tile of bt(G) rows,
+// and a step whose rows are a little over one such tile reads its weights once instead of twice
+// (see Lstm::step). Long K is taken in chunks of kKc, each chunk by every pass in turn: the later
+// passes read the chunk of weights the first one just brought into L1 (the accumulators wait in
+// acc between chunks). A tile of >= kMin rows has one accumulator set, so each gate's sum runs
+// over k in one order, as in a whole-gate tile of >= 2 rows: the same results, bitwise.
+template <typename T, int G, int BT, int Passes>
+GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
+                              T (&acc)[BT][G * Tile<T>::VB]) {
+  if constexpr (Passes == 1) {
+    tile_dot<T, G, BT>(A, lda, rows, block, K, acc);
+  } else {
+    static_assert(G % Passes == 0, "gate-split passes must divide the gates");
+    constexpr int VB = Tile<T>::VB, GP = G / Passes, W = G * VB;
+    constexpr int kMin = (8 + GP - 1) / GP;  // rows for one accumulator set (tile_dot_fixed)
+    constexpr int64_t kKc = 16384 / (W * int64_t(sizeof(T)));  // 16 KiB of weights per chunk
+    const T* a[BT];
+    for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
+    if (rows < kMin) {  // not taken by Lstm::step; whole-gate tiles, for completeness
+      tile_dot_rows<T, G, kMin - 1>(a, rows, block, K, &acc[0][0], W);
+      return;
+    }
+    const int64_t kc = K > 4 * kKc ? kKc : K;
+    for (int p = 0; p < Passes; ++p)
+      tile_dot_rows<T, GP, BT, G, false, kMin>(a, rows, block + p * GP * VB, kc, &acc[0][p * GP * VB], W);
+    for (int64_t k0 = kc; k0 < K; k0 += kc) {
+      const int64_t kn = K - k0 < kc ? K - k0 : kc;
+      for (int r = 0; r < BT; ++r) a[r] = A + r * lda + k0;
+      for (int p = 0; p < Passes; ++p)
+        tile_dot_rows<T, GP, BT, G, true, kMin>(a, rows, block + (k0 * G + p * GP) * VB, kn,
+                                                &acc[0][p * GP * VB], W);
+    }
+  }
 }
 
 // out[q][b][G][VB] = row q . panel + bias for the rows q < R (row_of(q) points at each): the
@@ -371,7 +421,7 @@ struct XRows {
   static constexpr bool kReadsWeights = false;
   const T* xp;
   int64_t stride;
-  template <int BT>
+  template <int BT, int Passes = 1>
   GK_INLINE const T* tile(int64_t b, int64_t n0, int64_t rows, T (&)[BT][G * Tile<T>::VB],
                           int64_t* s) const {
     const T* p = xp + n0 * stride + b * G * Tile<T>::VB;
@@ -388,11 +438,11 @@ struct XTile {
   int64_t I;
   const T* panel;  // packed W_ih, G gates
   const T* bias;   // [nb][G][VB]
-  template <int BT>
+  template <int BT, int Passes = 1>
   GK_INLINE const T* tile(int64_t b, int64_t n0, int64_t rows, T (&buf)[BT][G * Tile<T>::VB],
                           int64_t* s) const {
     constexpr int W = G * Tile<T>::VB;
-    tile_dot<T, G, BT>(x + n0 * I, I, rows, panel + b * I * W, I, buf);
+    tile_dot_split<T, G, BT, Passes>(x + n0 * I, I, rows, panel + b * I * W, I, buf);
     const T* bb = bias + b * W;
     for (int64_t r = 0; r < rows; ++r)
       for (int i = 0; i < W; ++i) buf[r][i] = buf[r][i] + bb[i];
@@ -404,17 +454,17 @@ struct XTile {
 // A tile's input projection (xs.tile) and recurrent product acc = A . panel block. In backward
 // order (Par::backward) an XTile reads W_hh before W_ih, the reverse of forward order, so that a
 // step after a forward one starts on what that one read last.
-template <typename T, int G, int BT, class X>
+template <typename T, int G, int BT, class X, int Passes = 1>
 GK_INLINE const T* x_and_h_tiles(const X& xs, bool backward, int64_t b, int64_t n0, int64_t rows,
                                  T (&xbuf)[BT][G * Tile<T>::VB], int64_t* x_stride, const T* A,
                                  int64_t lda, const T* block, int64_t K,
                                  T (&acc)[BT][G * Tile<T>::VB]) {
   if (X::kReadsWeights && backward) {
-    tile_dot<T, G, BT>(A, lda, rows, block, K, acc);
-    return xs.template tile<BT>(b, n0, rows, xbuf, x_stride);
+    tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc);
+    return xs.template tile<BT, Passes>(b, n0, rows, xbuf, x_stride);
   }
-  const T* xt = xs.template tile<BT>(b, n0, rows, xbuf, x_stride);
-  tile_dot<T, G, BT>(A, lda, rows, block, K, acc);
+  const T* xt = xs.template tile<BT, Passes>(b, n0, rows, xbuf, x_stride);
+  tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc);
   return xt;
 }
 
@@ -504,7 +554,27 @@ struct Lstm {
   static void step(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
                    const T* h, const T* c, T* h1, T* c1, T* scratch, const Par& par,
                    const Epi& epi) {
-    constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
+    // Whole-gate tiles of bt(4) rows (6 on AVX-512), except when N is a little over one such
+    // tile and the recurrent weights fit in L2 (1 MiB: Zen 4's; Sapphire Rapids has 2): then a
+    // second, short tile would read all the weights again from L2 for its few rows, at a rate
+    // its few FMAs per weight vector cannot hide, and one gate-split tile of all N rows reads
+    // them once. Measured (AVX-512, Xeon model 207 (Emerald Rapids), interleaved A/B): N = 7-9, H = 256 steps 8-25%
+    // faster; H = 512 (4 MiB of W_hh) no change; H = 1024 (16 MiB) 10% slower, so not there.
+    // Taller gate-split tiles lost to whole-gate ones (N = 10-16: 2-13% slower): each of their
+    // FMAs needs a broadcast of its own.
+    constexpr int BT = Tile<T>::bt(G), kSplitRows = BT + BT / 2;
+    const double w_hh_bytes = double(nblocks<T>(d.H)) * d.P * G * Tile<T>::VB * sizeof(T);
+    if (N > BT && N <= kSplitRows && w_hh_bytes <= double(1 << 20))
+      step_tiles<kSplitRows, 2>(d, N, w, xs, h, c, h1, c1, scratch, par, epi);
+    else
+      step_tiles<BT, 1>(d, N, w, xs, h, c, h1, c1, scratch, par, epi);
+  }
+
+  template <int BT, int Passes, class X, class Epi>
+  static void step_tiles(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
+                         const T* h, const T* c, T* h1, T* c1, T* scratch, const Par& par,
+                         const Epi& epi) {
+    constexpr int VB = Tile<T>::VB;
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
     par.blocks(nb, N, BT, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
@@ -514,8 +584,9 @@ struct Lstm {
         T acc[BT][G * VB], xbuf[BT][G * VB];
         int64_t x_stride;
         prefetch_rows(c + n0 * H + j0, H, rows, VB);
-        const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
-                                              h + n0 * P, P, w.w_hh + b * P * G * VB, P, acc);
+        const T* xt = x_and_h_tiles<T, G, BT, X, Passes>(xs, par.backward, b, n0, rows, xbuf,
+                                                         &x_stride, h + n0 * P, P,
+                                                         w.w_hh + b * P * G * VB, P, acc);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const T* x = xt + r * x_stride;
