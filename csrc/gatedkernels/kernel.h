@@ -234,18 +234,23 @@ void pack_layer_impl(const CellSpec& spec, const LayerDims& d, const RawWeights<
   if (L.w_hr >= 0) pack_panel(raw.w_hr, 0, d.P, 1, H, out + L.w_hr);
 }
 
-// acc[r][*] = row r of A [:K] . panel block (G*VB columns) for R rows (a[r] points at each),
-// accumulated in registers: per k, G weight vectors are loaded once and reused by all R rows.
-// With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the FMA latency,
-// so k is dealt round-robin to S sets of accumulators, summed at the end in a fixed order
-// (deterministic).
+// Dot products are summed in blocks of kSumBlock k: each block's sum starts from zero and is
+// then added to the total, so a float32 sum over a long K gathers rounding error like
+// kSumBlock + K / kSumBlock terms rather than K (one accumulator over K = 1100 inputs missed
+// SPEC section 6's float32 bound against the BLAS-summed reference). K <= kSumBlock is one block.
+constexpr int64_t kSumBlock = 256;
+
+// out[r][*] (+)= row r of A [k0:k1) . panel block (G*VB columns) for R rows (a[r] points at each
+// row's k = 0), accumulated in registers: per k, G weight vectors are loaded once and reused by
+// all R rows. With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the
+// FMA latency, so k is dealt round-robin to S sets of accumulators, summed at the end in a
+// fixed order (deterministic). AddTo: out += the sum (otherwise out = the sum).
 //
 // GS >= G is the panel's gate count: a tile of G < GS gates (a gate-split pass, see
 // tile_dot_split) reads G of the GS gate vectors at each k, starting at `block`.
-// Accum: add to the sums already in acc_out (one accumulator set only; see tile_dot_split).
-template <typename T, int G, int R, int GS = G, bool Accum = false>
-GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* acc_out,
-                              int64_t acc_stride) {
+template <typename T, int G, int R, int GS, bool AddTo>
+GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
+                              T* out, int64_t stride) {
   constexpr int VB = Tile<T>::VB;
   constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
@@ -253,13 +258,8 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r)
       for (int g = 0; g < G; ++g) acc[s][r][g] = Vec<T>{};
-  if constexpr (Accum) {
-    static_assert(S == 1, "continued sums need a single accumulator set");
-    for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) acc[0][r][g] = vload(acc_out + r * acc_stride + g * VB);
-  }
-  int64_t k = 0;
-  for (; k + S <= K; k += S)
+  int64_t k = k0;
+  for (; k + S <= k1; k += S)
     for (int s = 0; s < S; ++s) {
       Vec<T> w[G];
       for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
@@ -268,7 +268,7 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
         for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
       }
     }
-  for (int s = 0; k < K; ++k, ++s) {
+  for (int s = 0; k < k1; ++k, ++s) {
     Vec<T> w[G];
     for (int g = 0; g < G; ++g) w[g] = vload(block + (k * GS + g) * VB);
     for (int r = 0; r < R; ++r) {
@@ -280,20 +280,35 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* a
     for (int r = 0; r < R; ++r)
       for (int g = 0; g < G; ++g) acc[0][r][g] += acc[s][r][g];
   for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g)
-      std::memcpy(acc_out + r * acc_stride + g * VB, &acc[0][r][g], sizeof(Vec<T>));
+    for (int g = 0; g < G; ++g) {
+      T* o = out + r * stride + g * VB;
+      if constexpr (AddTo) vstore(vload(o) + acc[0][r][g], o);
+      else vstore(acc[0][r][g], o);
+    }
+}
+
+// The whole K, block by block (see kSumBlock). AddTo: out += the dot products (a gate-split
+// tile's later chunks, which start on a block boundary: the same sums as in one call).
+template <typename T, int G, int R, int GS = G, bool AddTo = false>
+GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* out,
+                              int64_t stride) {
+  const int64_t k1 = K < kSumBlock ? K : kSumBlock;
+  tile_dot_block<T, G, R, GS, AddTo>(a, block, 0, k1, out, stride);
+  for (int64_t k0 = k1; k0 < K; k0 += kSumBlock)
+    tile_dot_block<T, G, R, GS, true>(a, block, k0, K - k0 < kSumBlock ? K : k0 + kSumBlock,
+                                      out, stride);
 }
 
 // The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
 // smaller one (never computing rows that are not there, which matters at N = 1).
 // Rows of acc are `stride` values apart (G*VB, or GS*VB for a gate-split pass).
-template <typename T, int G, int BT, int GS = G, bool Accum = false, int MinRows = 1>
+template <typename T, int G, int BT, int GS = G, bool AddTo = false, int MinRows = 1>
 GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K, T* out,
                              int64_t stride) {
   switch (rows) {
 #define GK_TILE_CASE(R) \
   case R:               \
-    if constexpr (R <= BT && R >= MinRows) tile_dot_fixed<T, G, R, GS, Accum>(a, block, K, out, stride); \
+    if constexpr (R <= BT && R >= MinRows) tile_dot_fixed<T, G, R, GS, AddTo>(a, block, K, out, stride); \
     break;
     GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
     GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
@@ -321,10 +336,10 @@ GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, i
 // The same in Passes passes of G / Passes gates each (a gate-split tile): a tile of BT rows then
 // needs BT * G / Passes accumulators, so it can be taller than a whole-gate tile of bt(G) rows,
 // and a step whose rows are a little over one such tile reads its weights once instead of twice
-// (see Lstm::step). Long K is taken in chunks of kKc, each chunk by every pass in turn: the later
-// passes read the chunk of weights the first one just brought into L1 (the accumulators wait in
-// acc between chunks). A tile of >= kMin rows has one accumulator set, so each gate's sum runs
-// over k in one order, as in a whole-gate tile of >= 2 rows: the same results, bitwise.
+// (see Lstm::step). A long K is taken a summation block (kSumBlock) at a time, each by every pass
+// in turn, so the later passes read weights the first one just brought into cache. A tile of
+// >= kMin rows has one accumulator set, as a whole-gate tile of >= 2 rows has, and the blocks
+// are the same: each gate's sums are those of tile_dot, bitwise.
 template <typename T, int G, int BT, int Passes>
 GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
                               T (&acc)[BT][G * Tile<T>::VB]) {
@@ -333,19 +348,18 @@ GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* bl
   } else {
     static_assert(G % Passes == 0, "gate-split passes must divide the gates");
     constexpr int VB = Tile<T>::VB, GP = G / Passes, W = G * VB;
-    constexpr int kMin = (8 + GP - 1) / GP;  // rows for one accumulator set (tile_dot_fixed)
-    constexpr int64_t kKc = 16384 / (W * int64_t(sizeof(T)));  // 16 KiB of weights per chunk
+    constexpr int kMin = (8 + GP - 1) / GP;  // rows for one accumulator set (tile_dot_block)
     const T* a[BT];
     for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
     if (rows < kMin) {  // not taken by Lstm::step; whole-gate tiles, for completeness
       tile_dot_rows<T, G, kMin - 1>(a, rows, block, K, &acc[0][0], W);
       return;
     }
-    const int64_t kc = K > 4 * kKc ? kKc : K;
+    const int64_t kc = K < kSumBlock ? K : kSumBlock;
     for (int p = 0; p < Passes; ++p)
       tile_dot_rows<T, GP, BT, G, false, kMin>(a, rows, block + p * GP * VB, kc, &acc[0][p * GP * VB], W);
-    for (int64_t k0 = kc; k0 < K; k0 += kc) {
-      const int64_t kn = K - k0 < kc ? K - k0 : kc;
+    for (int64_t k0 = kc; k0 < K; k0 += kSumBlock) {
+      const int64_t kn = K - k0 < kSumBlock ? K - k0 : kSumBlock;
       for (int r = 0; r < BT; ++r) a[r] = A + r * lda + k0;
       for (int p = 0; p < Passes; ++p)
         tile_dot_rows<T, GP, BT, G, true, kMin>(a, rows, block + (k0 * G + p * GP) * VB, kn,
