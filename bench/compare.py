@@ -32,7 +32,7 @@ import numpy as np
 
 import gatedkernels as gk
 from gatedkernels import reference
-from gatedkernels._timing import fmt_time, interleaved
+from gatedkernels._timing import blas_threads, fmt_time, interleaved
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -193,17 +193,12 @@ def gemm_peak(threads, rng, seconds=1.0):
     a = rng.standard_normal((1024, 1024)).astype(np.float32)
     b = rng.standard_normal((1024, 1024)).astype(np.float32)
     res = {}
-    ctx = threadpoolctl.threadpool_limits(threads, "blas") if threadpoolctl else None
-    try:
-        best, t_end = 0.0, time.perf_counter() + seconds
-        while time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            a @ b
-            best = max(best, 2 * 1024**3 / (time.perf_counter() - t0) / 1e9)
-        res["numpy"] = best
-    finally:
-        if ctx is not None:
-            ctx.restore_original_limits()
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 1024**3 / (time.perf_counter() - t0) / 1e9)
+    res["numpy"] = best
     if torch is not None:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         best, t_end = 0.0, time.perf_counter() + seconds
@@ -235,26 +230,35 @@ def run(args):
         gk.set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
-        peak = gemm_peak(threads, rng)
-        print(f"\n## {threads} thread(s): SGEMM 1024^3 best " +
-              ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
-        roof = max(peak.values())
-        # With several threads, the pools of ONNX Runtime, OpenMP and OpenBLAS keep spinning for
-        # tens of ms after a call and would slow whichever candidate runs next (see interleaved).
-        settle = 0.06 if threads > 1 else 0.0
-        for kind in ("lstm", "gru"):
-            for N, I, H in step_shapes:
-                cands = step_candidates(kind, N, I, H, threads, rng, with_numpy=True)
-                res = interleaved(cands, rounds=args.rounds, target_s=0.02, settle_s=settle)
-                rows.append(_row(threads, kind, "step", 1, N, I, H, res, roof))
-                _print_row(rows[-1])
-            for T, N, I, H in seq_shapes:
-                small = N * H <= 16 * 256
-                cands = seq_candidates(kind, T, N, I, H, threads, rng, with_numpy=small)
-                res = interleaved(cands, rounds=max(3, args.rounds - 2), target_s=0.05,
-                                  settle_s=settle)
-                rows.append(_row(threads, kind, "seq", T, N, I, H, res, roof))
-                _print_row(rows[-1])
+        blas, _ = blas_threads(threads)  # the numpy reference's BLAS gets the same threads
+        with blas:
+            rows += run_section(args, threads, step_shapes, seq_shapes, rng)
+    return rows
+
+
+def run_section(args, threads, step_shapes, seq_shapes, rng):
+    """One thread count's rows (the caller has set every library's threads)."""
+    rows = []
+    peak = gemm_peak(threads, rng)
+    print(f"\n## {threads} thread(s): SGEMM 1024^3 best " +
+          ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
+    roof = max(peak.values())
+    # With several threads, the pools of ONNX Runtime, OpenMP and OpenBLAS keep spinning for
+    # tens of ms after a call and would slow whichever candidate runs next (see interleaved).
+    settle = 0.06 if threads > 1 else 0.0
+    for kind in ("lstm", "gru"):
+        for N, I, H in step_shapes:
+            cands = step_candidates(kind, N, I, H, threads, rng, with_numpy=True)
+            res = interleaved(cands, rounds=args.rounds, target_s=0.02, settle_s=settle)
+            rows.append(_row(threads, kind, "step", 1, N, I, H, res, roof))
+            _print_row(rows[-1])
+        for T, N, I, H in seq_shapes:
+            small = N * H <= 16 * 256
+            cands = seq_candidates(kind, T, N, I, H, threads, rng, with_numpy=small)
+            res = interleaved(cands, rounds=max(3, args.rounds - 2), target_s=0.05,
+                              settle_s=settle)
+            rows.append(_row(threads, kind, "seq", T, N, I, H, res, roof))
+            _print_row(rows[-1])
     return rows
 
 
@@ -322,7 +326,8 @@ def main(argv=None):
     if missing:
         print(f"(not installed, skipped: {', '.join(missing)})")
     if threadpoolctl is None:
-        print("(threadpoolctl is not installed: NumPy's SGEMM peak uses its default threads)")
+        print("(threadpoolctl is not installed: NumPy's BLAS (its SGEMM peak, the numpy reference) "
+              "uses its default threads; pip install threadpoolctl)")
     print(f"machine: {os.cpu_count()} CPUs; medians of interleaved rounds; ratios = peer / gk")
     rows = run(args)
     if args.png:

@@ -12,7 +12,7 @@ import numpy as np
 
 import gatedkernels as gk
 from gatedkernels import reference
-from gatedkernels._timing import fmt_time, interleaved
+from gatedkernels._timing import blas_threads, fmt_time, interleaved
 
 VARIANTS = [
     ("lstm", {}), ("gru", {"linear_before_reset": True}), ("gru", {"linear_before_reset": False}),
@@ -237,14 +237,18 @@ def main(argv=None):
         print("\nSpeed, float32, single thread, median per call of interleaved rounds "
               "(ratios: how many times faster a gatedkernels module call is; 'gk stream' is "
               "cell.stream(N).step(x, out), the zero-allocation streaming path):")
-        lines, torch = speed_table(rng, args.budget)
+        blas, limited = blas_threads(1)
+        with blas:
+            lines, torch = speed_table(rng, args.budget)
         for line in lines:
             print("  " + line)
         if torch is None:
             print("  (torch is not installed: its column is skipped)")
         else:
             print(f"  torch {torch.__version__}, torch.set_num_threads(1); modules called under "
-                  f"no_grad; the numpy reference uses NumPy's BLAS as configured")
+                  f"no_grad")
+        print("  the numpy reference's BLAS: " + ("held to 1 thread (threadpoolctl)" if limited else
+              "as configured (install threadpoolctl to hold it to 1 thread)"))
     return 0
 
 

@@ -4,6 +4,7 @@ The candidates are timed in rounds A, B, C, A, B, C, ... so that a slow phase of
 all of them alike; each round times a batch of calls long enough to swamp the timer's resolution,
 and the figure reported is the median over rounds of the per-call time.
 """
+import contextlib
 import statistics
 import time
 
@@ -54,3 +55,17 @@ def fmt_time(seconds):
     if seconds < 1:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
+
+
+def blas_threads(threads):
+    """A context that holds NumPy's BLAS to `threads` threads (threadpoolctl, when installed).
+
+    A peer timed beside gatedkernels must get the same threads: NumPy's OpenBLAS otherwise runs
+    on every core and keeps its workers spinning for a while after each call, on the cores the
+    next candidate runs on. Returns (context, limited); limited is False without threadpoolctl.
+    """
+    try:
+        import threadpoolctl
+    except ImportError:
+        return contextlib.nullcontext(), False
+    return threadpoolctl.threadpool_limits(threads, "blas"), True

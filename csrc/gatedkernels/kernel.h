@@ -244,13 +244,13 @@ constexpr int64_t kSumBlock = 256;
 // row's k = 0), accumulated in registers: per k, G weight vectors are loaded once and reused by
 // all R rows. With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the
 // FMA latency, so k is dealt round-robin to S sets of accumulators, summed at the end in a
-// fixed order (deterministic). AddTo: out += the sum (otherwise out = the sum).
+// fixed order (deterministic). add: out += the sum (otherwise out = the sum).
 //
 // GS >= G is the panel's gate count: a tile of G < GS gates (a gate-split pass, see
 // tile_dot_split) reads G of the GS gate vectors at each k, starting at `block`.
-template <typename T, int G, int R, int GS, bool AddTo>
+template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
-                              T* out, int64_t stride) {
+                              T* out, int64_t stride, bool add) {
   constexpr int VB = Tile<T>::VB;
   constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
@@ -282,8 +282,7 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) {
       T* o = out + r * stride + g * VB;
-      if constexpr (AddTo) vstore(vload(o) + acc[0][r][g], o);
-      else vstore(acc[0][r][g], o);
+      vstore(add ? vload(o) + acc[0][r][g] : acc[0][r][g], o);
     }
 }
 
@@ -292,11 +291,12 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
 template <typename T, int G, int R, int GS = G, bool AddTo = false>
 GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* out,
                               int64_t stride) {
-  const int64_t k1 = K < kSumBlock ? K : kSumBlock;
-  tile_dot_block<T, G, R, GS, AddTo>(a, block, 0, k1, out, stride);
-  for (int64_t k0 = k1; k0 < K; k0 += kSumBlock)
-    tile_dot_block<T, G, R, GS, true>(a, block, k0, K - k0 < kSumBlock ? K : k0 + kSumBlock,
-                                      out, stride);
+  int64_t k0 = 0;
+  do {  // K = 0 still writes its (zero) sums
+    const int64_t k1 = K - k0 < kSumBlock ? K : k0 + kSumBlock;
+    tile_dot_block<T, G, R, GS>(a, block, k0, k1, out, stride, AddTo || k0 > 0);
+    k0 = k1;
+  } while (k0 < K);
 }
 
 // The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
