@@ -286,15 +286,15 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
     }
 }
 
-// The whole K, block by block (see kSumBlock). AddTo: out += the dot products (a gate-split
-// tile's later chunks, which start on a block boundary: the same sums as in one call).
-template <typename T, int G, int R, int GS = G, bool AddTo = false>
+// The whole K, block by block (see kSumBlock). add: out += the dot products (a gate-split
+// tile's later blocks, see tile_dot_split: the same sums as in one call).
+template <typename T, int G, int R, int GS = G>
 GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* out,
-                              int64_t stride) {
+                              int64_t stride, bool add = false) {
   int64_t k0 = 0;
   do {  // K = 0 still writes its (zero) sums
     const int64_t k1 = K - k0 < kSumBlock ? K : k0 + kSumBlock;
-    tile_dot_block<T, G, R, GS>(a, block, k0, k1, out, stride, AddTo || k0 > 0);
+    tile_dot_block<T, G, R, GS>(a, block, k0, k1, out, stride, add || k0 > 0);
     k0 = k1;
   } while (k0 < K);
 }
@@ -302,13 +302,14 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* o
 // The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
 // smaller one (never computing rows that are not there, which matters at N = 1).
 // Rows of acc are `stride` values apart (G*VB, or GS*VB for a gate-split pass).
-template <typename T, int G, int BT, int GS = G, bool AddTo = false, int MinRows = 1>
+template <typename T, int G, int BT, int GS = G, int MinRows = 1>
 GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K, T* out,
-                             int64_t stride) {
+                             int64_t stride, bool add = false) {
   switch (rows) {
-#define GK_TILE_CASE(R) \
-  case R:               \
-    if constexpr (R <= BT && R >= MinRows) tile_dot_fixed<T, G, R, GS, AddTo>(a, block, K, out, stride); \
+#define GK_TILE_CASE(R)                                                              \
+  case R:                                                                            \
+    if constexpr (R <= BT && R >= MinRows)                                           \
+      tile_dot_fixed<T, G, R, GS>(a, block, K, out, stride, add);                    \
     break;
     GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
     GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
@@ -355,16 +356,15 @@ GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* bl
       tile_dot_rows<T, G, kMin - 1>(a, rows, block, K, &acc[0][0], W);
       return;
     }
-    const int64_t kc = K < kSumBlock ? K : kSumBlock;
-    for (int p = 0; p < Passes; ++p)
-      tile_dot_rows<T, GP, BT, G, false, kMin>(a, rows, block + p * GP * VB, kc, &acc[0][p * GP * VB], W);
-    for (int64_t k0 = kc; k0 < K; k0 += kSumBlock) {
-      const int64_t kn = K - k0 < kSumBlock ? K - k0 : kSumBlock;
+    int64_t k0 = 0;
+    do {
+      const int64_t k1 = K - k0 < kSumBlock ? K : k0 + kSumBlock;
       for (int r = 0; r < BT; ++r) a[r] = A + r * lda + k0;
       for (int p = 0; p < Passes; ++p)
-        tile_dot_rows<T, GP, BT, G, true, kMin>(a, rows, block + (k0 * G + p * GP) * VB, kn,
-                                                &acc[0][p * GP * VB], W);
-    }
+        tile_dot_rows<T, GP, BT, G, kMin>(a, rows, block + (k0 * G + p * GP) * VB, k1 - k0,
+                                          &acc[0][p * GP * VB], W, k0 > 0);
+      k0 = k1;
+    } while (k0 < K);
   }
 }
 
@@ -569,11 +569,11 @@ struct Lstm {
                    const T* h, const T* c, T* h1, T* c1, T* scratch, const Par& par,
                    const Epi& epi) {
     // Whole-gate tiles of bt(4) rows (6 on AVX-512), except when N is a little over one such
-    // tile and the recurrent weights fit in L2 (1 MiB: Zen 4's; Sapphire Rapids has 2): then a
+    // tile and the recurrent weights fit in L2 (1 MiB: Zen 4's; Emerald Rapids has 2): then a
     // second, short tile would read all the weights again from L2 for its few rows, at a rate
     // its few FMAs per weight vector cannot hide, and one gate-split tile of all N rows reads
-    // them once. Measured (AVX-512, Xeon model 207 (Emerald Rapids), interleaved A/B): N = 7-9, H = 256 steps 8-25%
-    // faster; H = 512 (4 MiB of W_hh) no change; H = 1024 (16 MiB) 10% slower, so not there.
+    // them once. Measured (AVX-512, Xeon family 6 model 207, A/B): N = 7-9, H = 256 steps
+    // 8-25% faster; H = 512 (4 MiB of W_hh) no change; H = 1024 (16 MiB) 10% slower.
     // Taller gate-split tiles lost to whole-gate ones (N = 10-16: 2-13% slower): each of their
     // FMAs needs a broadcast of its own.
     constexpr int BT = Tile<T>::bt(G), kSplitRows = BT + BT / 2;
