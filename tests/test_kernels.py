@@ -363,57 +363,72 @@ def test_lstm_gate_split_tile_equals_two_row_tiles(N, dtype, rng):
         assert np.array_equal(h1[r:r + 2], h2) and np.array_equal(c1[r:r + 2], c2), f"rows {r}, {r + 1}"
 
 
-# --------------------------------------------------------------------------- one-row LSTM steps
+# --------------------------------------------------------------------------- one-row steps
 
-# A batch of one row (a stream) runs the LSTM epilogue over kRowJam hidden blocks at a time
-# (kernel.h, Lstm::step_one_row), falling back to one block at a time for a short last group or a
-# partial last block. H = 33, 53, 64, 100 give every mix of those for the vector widths of all
-# builds (4, 8, 16 float32 lanes; 2, 4, 8 float64): whole groups, a partial block inside the last
-# group, a lone last block. I = 1100 takes the cell's input projection through several summation
-# blocks.
+# A batch of one row (a stream) of the LSTM, the reset-after GRU and the RNN runs its epilogue
+# over kRowJam hidden blocks at a time (kernel.h, one_row_groups), falling back to one block at a
+# time for a short last group or a partial last block. H = 33, 53, 64, 100 give every mix of those
+# for the vector widths of all builds (4, 8, 16 float32 lanes; 2, 4, 8 float64): whole groups, a
+# partial block inside the last group, a lone last block. I = 1100 takes the cell's input
+# projection through several summation blocks. (The Cho GRU, projected beforehand, is checked
+# alongside.)
 ONE_ROW_H = [33, 53, 64, 100]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("H", ONE_ROW_H)
-def test_lstm_one_row_cell_and_stream(H, dtype, rng):
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_one_row_cell_and_stream(kind, variant, H, dtype, rng):
     I = 1100
-    params = _f32_exact(_helpers.random_cell_params("lstm", I, H, rng=rng))
+    params = _f32_exact(_helpers.random_cell_params(kind, I, H, rng=rng))
     xs = _f32_exact(rng.standard_normal((3, 1, I)))
-    hx = _f32_exact(_helpers.random_hx("lstm", None, 1, H, rng=rng))
-    module = _cell_module("lstm", {}, I, H, True, dtype, _cast(params, dtype))
+    hx = _f32_exact(_helpers.random_hx(kind, None, 1, H, rng=rng))
+    module = _cell_module(kind, variant, I, H, True, dtype, _cast(params, dtype))
     _check(dtype, lambda dt: module(_cast(xs[0], dt), _cast(hx, dt)),
-           lambda dt: _helpers.call_cell(reference, "lstm", _cast(xs[0], dt), _cast(hx, dt),
-                                         _cast(params, dt)),
-           f"lstm cell N=1 H={H}")
+           lambda dt: _helpers.call_cell(reference, kind, _cast(xs[0], dt), _cast(hx, dt),
+                                         _cast(params, dt), **variant),
+           f"{kind}{variant} cell N=1 H={H}")
 
     def stream(dt):  # three steps: the stream visits the blocks forwards, backwards, forwards
         s = module.stream(1)
-        s.reset(*_cast(hx, dtype))
+        s.reset(*_cast(hx, dtype)) if kind == "lstm" else s.reset(_cast(hx, dtype))
         return [s.step(_cast(x, dtype)) for x in xs]
 
     def steps(dt):
-        h, out = _cast(hx, dt), []
+        state, out = _cast(hx, dt), []
         for x in xs:
-            h = _helpers.call_cell(reference, "lstm", _cast(x, dt), h, _cast(params, dt))
-            out.append(h[0])
+            state = _helpers.call_cell(reference, kind, _cast(x, dt), state, _cast(params, dt),
+                                       **variant)
+            out.append(state[0] if kind == "lstm" else state)
         return out
 
-    _check(dtype, stream, steps, f"lstm stream N=1 H={H}")
+    _check(dtype, stream, steps, f"{kind}{variant} stream N=1 H={H}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("H", ONE_ROW_H)
-@pytest.mark.parametrize("proj", [0, 7])
-def test_lstm_one_row_sequence(H, proj, dtype, rng):
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_one_row_sequence(kind, variant, H, dtype, rng):
+    weights, x, hx, opts = _sequence_case(kind, (5, 1, 9, H), SEQ_OPTIONS["L2bi_bf"], rng)
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), **variant, **opts)
+
+    _check(dtype, run(gk), run(reference), f"{kind}{variant} N=1 H={H} {opts}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("H", ONE_ROW_H)
+def test_lstm_one_row_projection_sequence(H, dtype, rng):
     weights, x, hx, opts = _sequence_case("lstm", (5, 1, 9, H), SEQ_OPTIONS["L2bi_bf"], rng,
-                                          proj=proj)
+                                          proj=7)
 
     def run(impl):
         return lambda dt: _helpers.call_sequence(impl, "lstm", _cast(x, dt), _cast(hx, dt),
                                                  _cast(weights, dt), **opts)
 
-    _check(dtype, run(gk), run(reference), f"lstm N=1 H={H} proj={proj} {opts}")
+    _check(dtype, run(gk), run(reference), f"lstm N=1 H={H} proj=7 {opts}")
 
 
 @pytest.mark.slow

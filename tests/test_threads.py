@@ -72,23 +72,25 @@ def test_lstm_gate_split_tiles_bitwise_identical_for_any_thread_count(N, rng, re
     assert_close32(results[-1], oracle, ref32, "threaded gate-split sequence")
 
 
-@pytest.mark.parametrize("proj", [0, 50])
-def test_lstm_one_row_bitwise_identical_for_any_thread_count(proj, rng, restore_threads):
-    """N = 1 takes the LSTM's one-row step (kernel.h, Lstm::step_one_row: groups of hidden blocks
-    as the work items); H = 200 gives a step enough work for two threads."""
-    T, I, H = 6, 30, 200
-    weights = _helpers.random_weights("lstm", I, H, rng=rng, num_layers=2, bidirectional=True,
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_one_row_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
+    """N = 1 takes the one-row step (kernel.h, one_row_groups: groups of hidden blocks as the
+    work items). H gives a step 6.4e5-6.9e5 flops: two threads' worth (kernel.h, threads_for)."""
+    T, I, H = 6, 30, {"lstm": 200, "lstm_proj": 200, "gru": 240}.get(kind, 400)
+    proj = 50 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True,
                                       proj_size=proj, dtype=np.float32)
     x = rng.standard_normal((T, 1, I)).astype(np.float32)
-    opts = dict(num_layers=2, bidirectional=True)
+    opts = dict(num_layers=2, bidirectional=True, **variant)
     results = _run_all_thread_counts(
-        lambda: _helpers.call_sequence(gk, "lstm", x, None, weights, **opts))
+        lambda: _helpers.call_sequence(gk, kind, x, None, weights, **opts))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
-    oracle = _helpers.call_sequence(reference, "lstm", x.astype(np.float64), None,
+    oracle = _helpers.call_sequence(reference, kind, x.astype(np.float64), None,
                                     {k: v.astype(np.float64) for k, v in weights.items()}, **opts)
-    ref32 = _helpers.call_sequence(reference, "lstm", x, None, weights, **opts)
+    ref32 = _helpers.call_sequence(reference, kind, x, None, weights, **opts)
     assert_close32(results[-1], oracle, ref32, "threaded one-row sequence")
 
 

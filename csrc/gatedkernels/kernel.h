@@ -540,6 +540,59 @@ GK_INLINE void each_row_group(int64_t rows, const F& f) {
   for (; r < rows; ++r) f(RowGroup<1>{}, r);
 }
 
+// M registers, one from each of M blocks' tiles: ptrs[m] + offset.
+template <class L, typename T>
+GK_INLINE L gather_blocks(const T* const* ptrs, int64_t offset) {
+  L v;
+  for (int m = 0; m < L::size; ++m) v.v[m] = vload(ptrs[m] + offset);
+  return v;
+}
+
+// A step of one batch row (a stream, N = 1), for the cells whose step reads its input projection
+// tile by tile (kFusedInput). The epilogue of one row of one block is a single chain of dependent
+// operations (two activations deep for the LSTM), which the core runs at its latency; the next
+// block's dot products only partly hide it. So the hidden blocks are taken J at a time: the
+// input projection tiles (xs) and recurrent products (K = the width of h) of J blocks one after
+// the other, then one epilogue for all of them, whose chains run side by side as kRowJam rows'
+// do in a tile (Lanes, simd.h):
+//   f(RowGroup<M>{}, j, lanes, xt, acc): M blocks from column j (VB apart), the last of them
+//     `lanes` wide; xt[m], acc[m] their G*VB gate values of x and of h. M = J, or 1 for the
+//     blocks of a short last group and for a partial last block.
+//   done(j0, j1): columns [j0, j1) finished (the epilogue's on_h / on_c).
+// Work items are the groups. The arithmetic of every value is step_tiles': the same bits.
+// Measured (AVX-512, Xeon family 6 model 207, bench/ab_builds.py, 15 alternated rounds, J = 2):
+// steps (1,64,64) RNN 1.17x, GRU 1.06x, LSTM 1.02x; (1,128,256) RNN 1.03x, GRU 1.03x, LSTM 0.99x;
+// T = 100 sequences at H = 256 RNN 1.09x, GRU and LSTM 1.00x. J = 4 was no better than 2.
+template <typename T, int G, int J, class X, class F, class Done>
+GK_INLINE void one_row_groups(int64_t H, int64_t K, const X& xs, const T* h, const T* w_hh,
+                              const Par& par, const F& f, const Done& done) {
+  constexpr int VB = Tile<T>::VB, W = G * VB;
+  const int64_t nb = nblocks<T>(H), groups = (nb + J - 1) / J;
+  par.blocks(groups, 1, 1, 2.0 * K * W * J, [&](int64_t grp, int64_t, int64_t) {
+    const int64_t b0 = grp * J, nj = nb - b0 < J ? nb - b0 : J;
+    T acc[J][1][W], xbuf[J][1][W];
+    const T* xt[J];
+    const T* at[J];
+    for (int64_t i = 0; i < nj; ++i) {
+      const int64_t m = par.backward ? nj - 1 - i : i, b = b0 + m;
+      int64_t x_stride;
+      xt[m] = x_and_h_tiles<T, G, 1, X>(xs, par.backward, b, 0, 1, xbuf[m], &x_stride, h, K,
+                                        w_hh + b * K * W, K, acc[m]);
+      at[m] = &acc[m][0][0];
+    }
+    const int64_t j0 = b0 * VB, j1 = (b0 + nj) * VB < H ? (b0 + nj) * VB : H;
+    if (nj == J && j1 - j0 == J * VB) {
+      f(RowGroup<J>{}, j0, int64_t(VB), xt, at);
+    } else {
+      for (int64_t m = 0; m < nj; ++m) {
+        const int64_t j = j0 + m * VB;
+        f(RowGroup<1>{}, j, H - j < VB ? H - j : int64_t(VB), xt + m, at + m);
+      }
+    }
+    done(j0, j1);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fused steps. Each computes, for every hidden block and batch tile, the recurrent product into
 // registers and finishes the cell there: no [N, G*H] gates tensor is written to memory.
@@ -626,57 +679,32 @@ struct Lstm {
     }
   }
 
-  // One batch row (a stream of N = 1). The epilogue of one row of one block is a single chain
-  // of dependent operations two activations deep, which the core runs at its latency; the next
-  // block's dot products can only partly hide it. So the blocks are taken J at a time: their
-  // dot products one after the other, then one epilogue over all J, whose chains run side by
-  // side (Lanes, simd.h), as kRowJam rows do in step_tiles. The same operations on every value
-  // as step_tiles: the same bits. Measured (AVX-512, A/B of builds): steps (1,64,64) and
-  // (1,128,256) and T = 100 sequences at H = 128, 256 3-6% faster; J = 4 no better.
+  // One batch row: see one_row_groups.
   template <int J, class X, class Epi>
   static void step_one_row(const LayerDims& d, const PackedView<T>& w, const X& xs, const T* h,
                            const T* c, T* h1, T* c1, T* scratch, const Par& par,
                            const Epi& epi) {
-    constexpr int VB = Tile<T>::VB, W = G * VB;
-    const int64_t H = d.H, P = d.P, nb = nblocks<T>(H), groups = (nb + J - 1) / J;
+    constexpr int VB = Tile<T>::VB;
     T* hout = w.w_hr ? scratch : h1;
-    par.blocks(groups, 1, 1, 2.0 * P * W * J, [&](int64_t grp, int64_t, int64_t) {
-      const int64_t b0 = grp * J, nj = nb - b0 < J ? nb - b0 : J;
-      T acc[J][1][W], xbuf[J][1][W];
-      const T* xt[J];
-      for (int64_t i = 0; i < nj; ++i) {
-        const int64_t j = par.backward ? nj - 1 - i : i, b = b0 + j;
-        int64_t x_stride;
-        xt[j] = x_and_h_tiles<T, G, 1, X>(xs, par.backward, b, 0, 1, xbuf[j], &x_stride, h, P,
-                                          w.w_hh + b * P * W, P, acc[j]);
-      }
-      const int64_t j0 = b0 * VB, j1 = (b0 + nj) * VB < H ? (b0 + nj) * VB : H;
-      if (nj == J && j1 - j0 == J * VB) {
-        typedef Lanes<T, J> L;
-        L pre[G], cv, c1v, h1v;
-        for (int g = 0; g < G; ++g)
-          for (int m = 0; m < J; ++m) pre[g].v[m] = vload(xt[m] + g * VB) + vload(&acc[m][0][g * VB]);
-        cv = L::load(c + j0, VB);
-        lstm_pointwise(pre[0], pre[1], pre[2], pre[3], cv, c1v, h1v);
-        c1v.store(c1 + j0, VB);
-        h1v.store(hout + j0, VB);
-      } else {
-        for (int64_t m = 0; m < nj; ++m) {
-          typedef Lanes<T, 1> L;
-          const int64_t at = j0 + m * VB, lanes = H - at < VB ? H - at : VB;
+    one_row_groups<T, G, J>(
+        d.H, d.P, xs, h, w.w_hh, par,
+        [&](auto group, int64_t j, int64_t lanes, const T* const* xt, const T* const* acc)
+            __attribute__((always_inline)) {
+          typedef Lanes<T, decltype(group)::size> L;
           L pre[G], c1v, h1v;
-          for (int g = 0; g < G; ++g) pre[g].v[0] = vload(xt[m] + g * VB) + vload(&acc[m][0][g * VB]);
-          lstm_pointwise(pre[0], pre[1], pre[2], pre[3], load_rows<L>(c + at, H, lanes), c1v, h1v);
-          store_rows(c1v, lanes, c1 + at, H);
-          store_rows(h1v, lanes, hout + at, H);
-        }
-      }
-      epi.on_c(0, 1, j0, j1);
-      if (!w.w_hr) epi.on_h(0, 1, j0, j1);
-    });
+          for (int g = 0; g < G; ++g)
+            pre[g] = gather_blocks<L>(xt, g * VB) + gather_blocks<L>(acc, g * VB);
+          lstm_pointwise(pre[0], pre[1], pre[2], pre[3], load_rows<L>(c + j, VB, lanes), c1v, h1v);
+          store_rows(c1v, lanes, c1 + j, VB);
+          store_rows(h1v, lanes, hout + j, VB);
+        },
+        [&](int64_t j0, int64_t j1) {
+          epi.on_c(0, 1, j0, j1);
+          if (!w.w_hr) epi.on_h(0, 1, j0, j1);
+        });
     if (w.w_hr) {
       par.sync();  // the projection reads all of o*tanh(c')
-      project_dense(scratch, H, 1, H, w.w_hr, P, h1, par, epi);
+      project_dense(scratch, d.H, 1, d.H, w.w_hr, d.P, h1, par, epi);
     }
   }
 
@@ -727,6 +755,22 @@ struct Gru {
                                const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G);
     const int64_t H = d.H, nb = nblocks<T>(H);
+    if (N == 1) {  // a stream's one row: see one_row_groups
+      one_row_groups<T, G, kRowJam>(
+          H, H, xs, h, w.w_hh, par,
+          [&](auto group, int64_t j, int64_t lanes, const T* const* xt, const T* const* acc)
+              __attribute__((always_inline)) {
+            typedef Lanes<T, decltype(group)::size> L;
+            const L h1v = gru_lbr_pointwise(
+                gather_blocks<L>(xt, 0) + gather_blocks<L>(acc, 0),
+                gather_blocks<L>(xt, VB) + gather_blocks<L>(acc, VB), gather_blocks<L>(xt, 2 * VB),
+                gather_blocks<L>(acc, 2 * VB) + L::load(w.b_hn + j, VB),
+                load_rows<L>(h + j, VB, lanes));
+            store_rows(h1v, lanes, h1 + j, VB);
+          },
+          [&](int64_t j0, int64_t j1) { epi.on_h(0, 1, j0, j1); });
+      return;
+    }
     par.blocks(nb, N, BT, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
@@ -821,6 +865,18 @@ struct Rnn {
                    const T* h, const T*, T* h1, T*, T*, const Par& par, const Epi& epi) {
     constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
     const int64_t H = d.H, nb = nblocks<T>(H);
+    if (N == 1) {  // a stream's one row: see one_row_groups
+      one_row_groups<T, G, kRowJam>(
+          H, H, xs, h, w.w_hh, par,
+          [&](auto group, int64_t j, int64_t lanes, const T* const* xt, const T* const* acc)
+              __attribute__((always_inline)) {
+            typedef Lanes<T, decltype(group)::size> L;
+            const L pre = gather_blocks<L>(xt, 0) + gather_blocks<L>(acc, 0);
+            store_rows(rnn_pointwise<L, kRelu>(pre), lanes, h1 + j, VB);
+          },
+          [&](int64_t j0, int64_t j1) { epi.on_h(0, 1, j0, j1); });
+      return;
+    }
     par.blocks(nb, N, BT, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
