@@ -13,7 +13,7 @@ Why processes and not one process: two builds in one process (threads_speedup.py
 the core's L2. A step at (8, 128, 256) reads 1.5 MiB of weights, and with two builds' weights
 side by side in a 2 MiB L2 each evicts the other's. Measured on a 2-vCPU Xeon (2 MiB L2): the
 N = 1 step (1, 128, 256), whose code two builds shared, read 0.79x to 1.38x in in-process A/B
-runs, and within 5% of 1.0 in alternated processes. Each round runs every build once, in turn (A, B, A, B...), so a slow phase of a noisy
+runs, and within 5% of 1.0 in alternated processes. Each round runs every build once, in turn (A, B, then B, A, ...: the order rotates), so a slow phase of a noisy
 vCPU hits them alike; the table gives the median over rounds of each build's per-call time, its
 ratio to the first build's, and whether the outputs are bitwise equal to the first build's.
 """
@@ -77,11 +77,16 @@ def main(argv=None):
         ap.error("give at least two --build NAME=DIR")
     times = {name: {c: [] for c in args.cases} for name in builds}
     digests = {}
+    order = list(builds.items())
     for _ in range(args.rounds):
-        for name, path in builds.items():
+        # Every build runs once per round, the order rotating from round to round, so no build
+        # always runs first (a null A/B of one build against a copy of itself read 0.965-1.007x
+        # with a fixed order).
+        for name, path in order:
             for case, (t, digest) in run_build(path, args.cases).items():
                 times[name][case].append(t)
                 digests[name, case] = digest
+        order = order[1:] + order[:1]
     base = next(iter(builds))
     print(f"medians of {args.rounds} alternated rounds, 1 thread, float32; ratio = {base} / build "
           f"(> 1: faster than {base}); '=' outputs bitwise equal to {base}'s, '!=' not")
