@@ -1,0 +1,42 @@
+"""bench/compare.py's check of issue 3's targets against a run's rows (no timing: rows made up)."""
+import importlib.util
+import pathlib
+
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("gk_bench_compare", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(kind, what, T, N, H, gk, threads=1, pct=50.0, pct_numpy=50.0, **peers):
+    return dict(threads=threads, kind=kind, what=what, T=T, N=N, I=H, H=H, gk=gk,
+                med=dict(peers), gflops=1.0, pct=pct, pct_numpy=pct_numpy)
+
+
+def test_targets_met_missed_and_left_out(compare):
+    rows = [
+        _row("lstm", "step", 1, 1, 64, 1.2e-6, torch=30e-6, ort=9e-6),      # 25x torch, 7.5x ort
+        _row("gru", "step", 1, 8, 256, 1e-5, torch=3e-5),                   # exactly 3x: met
+        _row("lstm", "seq", 100, 16, 256, 1.0, torch=1.149, pct=85.0),      # 1.149x < 1.15
+        _row("gru", "seq", 50, 64, 1024, 1.0, pct=99.0, pct_numpy=84.9),   # numpy's rate: missed
+        _row("lstm", "seq", 100, 64, 512, 1.0, threads=2, torch=0.5),       # 2 threads: not a target
+    ]
+    got = {label: (value, ok) for label, value, ok in compare.targets(rows)}
+    assert got["lstm step (1,64,64): <= 1.5 us per call"] == ("1.20 us", True)
+    assert got["lstm step (1,64,64): >= 20x torch"] == ("25.00x", True)
+    assert got["lstm step (1,64,64): >= 8x ort"] == ("7.50x", False)
+    assert got["gru step (N=8, H=256): >= 3x torch"] == ("3.00x", True)
+    assert got["lstm T100 N16 H256: >= 1.15x torch"] == ("1.15x", False)
+    assert got["lstm T100 N16 H256: >= 85% of the GEMM peak"] == ("85%", True)
+    assert got["gru T50 N64 H1024: >= 85% of NumPy's SGEMM rate"] == ("85%", False)
+    # Peers that did not run and shapes that were not run give no line.
+    assert "lstm T100 N16 H256: >= 1.1x ort" not in got
+    assert not any("T100 N64 H512" in label for label in got)
+    assert len(got) == 7
