@@ -395,8 +395,8 @@ GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* bl
 }
 
 // out[q][b][G][VB] = row q . panel + bias for the rows q < R (row_of(q) points at each): the
-// input projection of many rows of a sequence in one GEMM. The tiles store straight into `out`
-// (through a local tile and a copy loop it took ~6% longer, measured on AVX-512).
+// input projection of many rows of a sequence in one GEMM. The tiles store straight into `out`,
+// the bias added as they do (tile_dot_block).
 template <typename T, int G, class RowOf>
 void project_packed(const RowOf& row_of, int64_t R, int64_t K, const T* panel, const T* bias,
                     int64_t nb, T* out, const Par& par) {
@@ -651,7 +651,7 @@ struct Lstm {
     constexpr int BT = Tile<T>::bt(G), kSplitRows = BT + BT / 2;
     const double w_hh_bytes = double(nblocks<T>(d.H)) * d.P * G * Tile<T>::VB * sizeof(T);
     if (N == 1)
-      step_one_row<kRowJam>(d, w, xs, h, c, h1, c1, scratch, par, epi);
+      step_one_row(d, w, xs, h, c, h1, c1, scratch, par, epi);
     else if (N > BT && N <= kSplitRows && w_hh_bytes <= double(1 << 20))
       step_tiles<kSplitRows, 2>(d, N, w, xs, h, c, h1, c1, scratch, par, epi);
     else
@@ -699,13 +699,13 @@ struct Lstm {
   }
 
   // One batch row: see one_row_groups.
-  template <int J, class X, class Epi>
+  template <class X, class Epi>
   static void step_one_row(const LayerDims& d, const PackedView<T>& w, const X& xs, const T* h,
                            const T* c, T* h1, T* c1, T* scratch, const Par& par,
                            const Epi& epi) {
     constexpr int VB = Tile<T>::VB;
     T* hout = w.w_hr ? scratch : h1;
-    one_row_groups<T, G, J>(
+    one_row_groups<T, G, kRowJam>(
         d.H, d.P, xs, h, w.w_hh, par,
         [&](auto group, int64_t j, int64_t lanes, const T* const* xt, const T* const* acc)
             __attribute__((always_inline)) {
