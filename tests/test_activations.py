@@ -57,8 +57,12 @@ def test_float32_ulp_strided_sweep(name, isa):
 
 
 @pytest.mark.parametrize("name", FUNCS)
-@pytest.mark.parametrize("center", [0.0, 0.625, -0.625, 1.0, 9.0, -9.0, 20.0, -20.0, 87.0,
-                                    -87.0, 103.0, -103.0])
+# Where the formulas switch: the float tanh's range reduction of -2|x| steps n at |x| = ln2/4,
+# 3 ln2/4, ... and it clamps at 20; sigmoid's exp clamps at -104 and falls into the subnormals
+# near -87; 0.625 and 9 are where older forms switched.
+@pytest.mark.parametrize("center", [0.0, 0.17328679, -0.17328679, 0.51986039, -0.51986039,
+                                    0.625, -0.625, 1.0, 9.0, -9.0, 20.0, -20.0, 87.0, -87.0,
+                                    103.0, -103.0])
 def test_float32_ulp_dense_near_switch_points(name, center, isa):
     c = np.float32(center).view(np.uint32)
     bits = _bit_range(max(int(c) - (1 << 16), 0), int(c) + (1 << 16))

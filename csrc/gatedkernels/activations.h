@@ -3,9 +3,11 @@
 //
 // float:  exp is a Cephes-style range reduction (n = round(x / ln 2), r = x - n ln 2 in two
 //         parts) with a degree-6 polynomial; 2^n is built from exponent bits, offset so that
-//         results fall gracefully (one rounding) into the subnormal range. sigmoid and tanh
-//         are computed from e = exp(-|x|) <= 1, which never overflows, so both saturate over
-//         the whole float range and a finite input never gives NaN or Inf. NaN propagates.
+//         results fall gracefully (one rounding) into the subnormal range. sigmoid is
+//         computed from e = exp(-|x|) <= 1 and tanh from exp(-2|x|) (tanh_f), neither of which
+//         overflows, so both saturate over the whole float range and a finite input never gives
+//         NaN or Inf. NaN propagates. tanh never forms a subnormal (the clamp at |x| = 20), so
+//         it never pays the microcode assist one costs: a large cell state stays fast.
 //         Maximum error (tests/test_activations.py sweeps every float in the range and holds it):
 //         sigmoid <= 3 ulp, tanh <= 3 ulp, relative to the correctly rounded result.
 // double: the same construction with an expm1 kernel (Taylor series to degree 13), branch-free
@@ -35,13 +37,13 @@ namespace GK_ISA {
 template <class X>
 GK_INLINE X relu(X x) {
   // x > 0 ? x : 0 would turn NaN into 0; IEEE says NaN in, NaN out.
-  return if_less(x, X(0), X(0), x);
+  return at_least(x, X(0));
 }
 
 // exp(x) for x <= 0, float. Valid on [-inf, 0]; exact 0 below about -103.97.
 template <class X>
 GK_INLINE X exp_nonpos_f(X x) {
-  x = if_less(x, X(-104.0f), X(-104.0f), x);    // NaN passes through both selects
+  x = at_least(x, X(-104.0f));                  // NaN passes through
   const float kShift = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
   X n = (x * 1.44269504088896341f + kShift) - kShift;
   X r = x - n * 0.693359375f;                    // ln 2 split so n * hi is exact
@@ -58,28 +60,39 @@ GK_INLINE X exp_nonpos_f(X x) {
 
 template <class X>
 GK_INLINE X sigmoid_f(X x) {
-  X e = exp_nonpos_f(-abs_of(x));
+  X e = exp_nonpos_f(neg_abs_of(x));
   // Select the numerator, then divide once: a select between two quotients would compute both
   // (the vectorized loop if-converts it), and a division is the slowest instruction here.
   const X num = if_less(x, X(0.0f), e, X(1.0f));
   return num / (1.0f + e);
 }
 
+// tanh(|x|) = (1 - e^y) / (1 + e^y), y = -2|x|, with e^y = 2^n (1 + expm1(r)) from the same
+// reduction and polynomial as exp_nonpos_f, the polynomial read as expm1(r) = r + r^2 p(r). The
+// numerator (1 - 2^n) - 2^n expm1(r) and the denominator 2^n expm1(r) + (2^n + 1) are each one
+// FMA, so each is rounded once: near 0 (n = 0) the numerator keeps the relative accuracy of
+// expm1, where 1 - e^y computed from e^y would cancel; near 1 neither side loses bits. One
+// formula over the whole range, where a polynomial for small |x| selected against the exp form
+// computed both (about 30% more instructions).
 template <class X>
 GK_INLINE X tanh_f(X x) {
-  X a = abs_of(x);
-  // Small |x|: odd polynomial (Cephes tanhf form), accurate where 1 - 2/(e^2x + 1) cancels.
-  X z = x * x;
-  X p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  X small = copysign_of(p * z * x + x, x);  // keeps tanh(-0) = -0
-  X e = exp_nonpos_f(-2.0f * a);
-  X big = (1.0f - e) / (1.0f + e);
-  big = if_less(x, X(0.0f), -big, big);
-  return if_less(a, X(0.625f), small, big);
+  X y = -2.0f * abs_of(x);
+  y = at_least(y, X(-40.0f));                    // tanh(20) rounds to 1; NaN passes through
+  const float kShift = 12582912.0f;              // 1.5 * 2^23, as in exp_nonpos_f
+  X n = (y * 1.44269504088896341f + kShift) - kShift;
+  X r = y - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  X p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const X em1 = p * (r * r) + r;                 // expm1(r)
+  const X s = times_pow2(X(1.0f), n);            // 2^n, n in [-58, 0]: s - 1 and s + 1 exact
+  const X num = (1.0f - s) - s * em1;
+  const X den = s * em1 + (s + 1.0f);
+  return copysign_of(num / den, x);              // tanh(-0) = -0
 }
 
 // exp and expm1 of y <= 0, double: y = n ln2 + r with |r| <= ln2/2, expm1(r) by its Taylor series to
@@ -93,7 +106,7 @@ struct ExpParts {
 
 template <class X>
 GK_INLINE ExpParts<X> exp_parts_nonpos(X y) {
-  y = if_less(y, X(-746.0), X(-746.0), y);
+  y = at_least(y, X(-746.0));
   const double kShift = 6755399441055744.0;  // 1.5 * 2^52
   X n = (y * 1.4426950408889634074 + kShift) - kShift;
   X r = y - n * 6.93147180369123816490e-01;  // ln 2, high part (exact for |n| < 2^11)
@@ -116,7 +129,7 @@ GK_INLINE ExpParts<X> exp_parts_nonpos(X y) {
 
 template <class X>
 GK_INLINE X sigmoid_d(X x) {
-  const ExpParts<X> p = exp_parts_nonpos(-abs_of(x));
+  const ExpParts<X> p = exp_parts_nonpos(neg_abs_of(x));
   const X e = p.scale * (1.0 + p.em1);  // exp(-|x|) <= 1, accurate into the subnormals
   const X num = if_less(x, X(0.0), e, X(1.0));  // one division, as in the float version
   return num / (1.0 + e);

@@ -18,9 +18,12 @@
 
 #include <cstdint>
 #include <cstring>
-#if GK_VB_BYTES == 64 && (defined(__x86_64__) || defined(_M_X64))
-#include <immintrin.h>  // _mm512_scalef_ps/pd (vscalef), the AVX-512 build only
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>  // vmaxps/pd (at_least); vscalef (times_pow2), the AVX-512 build only
+#define GK_X86 1
+#if GK_VB_BYTES == 64
 #define GK_HAVE_SCALEF 1
+#endif
 #endif
 
 namespace gatedkernels {
@@ -164,6 +167,50 @@ GK_INLINE Lanes<T, M> copysign_of(const Lanes<T, M>& x, const Lanes<T, M>& s) {
     bx = (bx & ~sign_mask<T>()) | (bs & sign_mask<T>());
     std::memcpy(&r.v[m], &bx, sizeof bx);
   }
+  return r;
+}
+
+// -|x|: one OR of the sign bit, where negating abs_of is two operations.
+GK_INLINE float neg_abs_of(float x) { return -__builtin_fabsf(x); }
+GK_INLINE double neg_abs_of(double x) { return -__builtin_fabs(x); }
+template <typename T, int M>
+GK_INLINE Lanes<T, M> neg_abs_of(const Lanes<T, M>& x) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) {
+    IntVec<T> b;
+    std::memcpy(&b, &x.v[m], sizeof b);
+    b |= sign_mask<T>();
+    std::memcpy(&r.v[m], &b, sizeof b);
+  }
+  return r;
+}
+
+// x < lo ? lo : x, a NaN x passing through: x86's max(lo, x) is exactly that (it returns its
+// second operand when either is NaN), one instruction where GCC makes the select a compare and a
+// masked move. Elsewhere the select.
+GK_INLINE float at_least(float x, float lo) { return x < lo ? lo : x; }
+GK_INLINE double at_least(double x, double lo) { return x < lo ? lo : x; }
+template <typename T>
+GK_INLINE Vec<T> max_keep_second_nan(const Vec<T>& lo, const Vec<T>& x) {
+#ifdef GK_X86
+  constexpr bool f = sizeof(T) == 4;
+  if constexpr (GK_VB_BYTES == 64)
+    return f ? (Vec<T>)_mm512_max_ps((__m512)lo, (__m512)x)
+             : (Vec<T>)_mm512_max_pd((__m512d)lo, (__m512d)x);
+  else if constexpr (GK_VB_BYTES == 32)
+    return f ? (Vec<T>)_mm256_max_ps((__m256)lo, (__m256)x)
+             : (Vec<T>)_mm256_max_pd((__m256d)lo, (__m256d)x);
+  else
+    return f ? (Vec<T>)_mm_max_ps((__m128)lo, (__m128)x)
+             : (Vec<T>)_mm_max_pd((__m128d)lo, (__m128d)x);
+#else
+  return x < lo ? lo : x;
+#endif
+}
+template <typename T, int M>
+GK_INLINE Lanes<T, M> at_least(const Lanes<T, M>& x, const Lanes<T, M>& lo) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) r.v[m] = max_keep_second_nan<T>(lo.v[m], x.v[m]);
   return r;
 }
 
