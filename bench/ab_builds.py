@@ -7,7 +7,7 @@ A build is a directory that holds a built `gatedkernels` package (a checkout aft
 `python setup.py build_ext --inplace`, or a site-packages directory). A case is
 `kind:T:N:H` (a T-step sequence of gk.LSTM / GRU / RNN(H, H) on x [T, N, H]) or
 `kindcell:I:N:H` (one zero-allocation stream step of gk.LSTMCell / GRUCell / RNNCell(I, H) on
-N rows), float32, one thread.
+N rows), float32, one thread (--threads: more).
 
 Why processes and not one process: two builds in one process (threads_speedup.py --before) share
 the core's L2. A step at (8, 128, 256) reads 1.5 MiB of weights, and with two builds' weights
@@ -29,8 +29,8 @@ import numpy as np
 import gatedkernels as gk
 from gatedkernels._timing import interleaved
 
-gk.set_num_threads(1)
-for case in sys.argv[1:]:
+gk.set_num_threads(int(sys.argv[1]))
+for case in sys.argv[2:]:
     kind, a, n, h = case.split(":")
     a, n, h = int(a), int(n), int(h)
     rng = np.random.default_rng(0)
@@ -53,10 +53,10 @@ for case in sys.argv[1:]:
 """
 
 
-def run_build(path, cases):
+def run_build(path, cases, threads=1):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(path))
     # From an empty directory: the working directory must not shadow the build under test.
-    out = subprocess.run([sys.executable, "-c", CHILD, *cases], env=env, cwd=os.path.expanduser("~"),
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), *cases], env=env, cwd=os.path.expanduser("~"),
                          check=True, capture_output=True, text=True).stdout
     rows = {}
     for line in out.splitlines():
@@ -70,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--build", action="append", required=True, metavar="NAME=DIR",
                     help="a build to time (give two or more; the first is the baseline)")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1, help="gk.set_num_threads for every build")
     ap.add_argument("cases", nargs="+", help="kind:T:N:H or kindcell:I:N:H")
     args = ap.parse_args(argv)
     builds = dict(b.split("=", 1) for b in args.build)
@@ -83,12 +84,12 @@ def main(argv=None):
         # always runs first (a null A/B of one build against a copy of itself read 0.965-1.007x
         # with a fixed order).
         for name, path in order:
-            for case, (t, digest) in run_build(path, args.cases).items():
+            for case, (t, digest) in run_build(path, args.cases, args.threads).items():
                 times[name][case].append(t)
                 digests[name, case] = digest
         order = order[1:] + order[:1]
     base = next(iter(builds))
-    print(f"medians of {args.rounds} alternated rounds, 1 thread, float32; ratio = {base} / build "
+    print(f"medians of {args.rounds} alternated rounds, {args.threads} thread(s), float32; ratio = {base} / build "
           f"(> 1: faster than {base}); '=' outputs bitwise equal to {base}'s, '!=' not")
     for case in args.cases:
         ref = statistics.median(times[base][case])

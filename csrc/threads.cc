@@ -182,22 +182,22 @@ void work_open(Sched* s, int tid, int n, int64_t count) {
   __atomic_store_n(&s->slot[tid].word, static_cast<uint64_t>(b1 - b0) << 32, __ATOMIC_RELAXED);
 }
 
-int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor) {
+int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor, bool reverse) {
   // Relaxed is enough: items of one pass share no data, and the barrier between passes orders
   // everything else.
   for (; *cursor < n; ++*cursor) {
     const int owner = (tid + *cursor) % n;
-    const bool own = owner == tid;
+    const bool front = (owner == tid) != reverse;  // the owner's end of the range
     uint64_t* word = &s->slot[owner].word;
     uint64_t w = __atomic_load_n(word, __ATOMIC_RELAXED);
     for (;;) {
       const uint64_t lo = w & 0xffffffffu, hi = w >> 32;
       if (lo >= hi) break;
-      const uint64_t next = own ? w + 1 : w - (uint64_t(1) << 32);
+      const uint64_t next = front ? w + 1 : w - (uint64_t(1) << 32);
       if (__atomic_compare_exchange_n(word, &w, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
         int64_t b0, b1;
         split_range(count, owner, n, &b0, &b1);
-        return b0 + static_cast<int64_t>(own ? lo : hi - 1);
+        return b0 + static_cast<int64_t>(front ? lo : hi - 1);
       }
     }
   }

@@ -60,7 +60,9 @@ inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-by
 struct Par {
   int tid, n;
   Sched* sched;
-  bool backward = false;  // one thread: visit the hidden blocks last to first (same results)
+  // Visit the hidden blocks last to first (same results): one thread, all of them; several
+  // threads, each its own range (work_next's reverse), stealing from the others' fronts.
+  bool backward = false;
   void range(int64_t total, int64_t* b0, int64_t* b1) const { split_range(total, tid, n, b0, b1); }
   void sync() const {
     if (n > 1) barrier_wait(&sched->bar);
@@ -75,7 +77,7 @@ struct Par {
     }
     work_open(sched, tid, n, count);
     int cursor = 0;
-    for (int64_t i; (i = work_next(sched, tid, n, count, &cursor)) >= 0;) f(i);
+    for (int64_t i; (i = work_next(sched, tid, n, count, &cursor, backward)) >= 0;) f(i);
   }
   // A pass over `blocks` hidden blocks of `rows` batch rows, tiled by `bt` rows: runs
   // f(b, r0, r1) for items of one block and a row chunk [r0, r1) starting on a tile boundary.
@@ -1138,16 +1140,17 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
                                  h, c, h_next, c_next, Cell::kHasC};
         const XRows<T, Cell::G> xs{xp + (step % chunk) * N * row, row};
+        // Every other step visits the blocks last to first, so it starts on the weights the
+        // step before read last, which are still in cache (see step_forward); with several
+        // threads, each in its own range of blocks.
+        Par zigzag = par;
+        zigzag.backward = step % 2 == 1;
         if (nthreads == 1) {  // whole rows at once: fewer, longer copies
-          // Every other step visits the blocks last to first, so it starts on the weights the
-          // step before read last, which are still in cache (see step_forward).
-          Par zigzag = par;
-          zigzag.backward = step % 2 == 1;
           Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, NoEpilogue{});
           epi.on_c(0, N, 0, H);
           epi.on_h(0, N, 0, P);
         } else {
-          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, par, epi);
+          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, epi);
         }
         par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;

@@ -28,8 +28,9 @@ void barrier_wait(Barrier* b);
 // Dynamic scheduling of the work items of one pass (say, every hidden block of a time step).
 // Each of the n threads owns a contiguous home range of the items (split_range) and takes them
 // front to back; a thread that has run out takes the items others have not started yet, from the
-// back of their ranges. So a thread on a faster core runs more items, while each thread mostly
-// keeps its own items (and their weights stay in its cache) from one step to the next.
+// back of their ranges (a reverse pass: back to front, stealing from the fronts). So a thread on
+// a faster core runs more items, while each thread mostly keeps its own items (and their weights
+// stay in its cache) from one step to the next.
 // Which thread runs an item never changes what the item computes.
 //
 // Passes need no reset between them and no barrier of their own: a thread opens its range of a
@@ -51,8 +52,9 @@ void sched_init(Sched* s, int n);  // n threads: the barrier and empty ranges
 void work_open(Sched* s, int tid, int n, int64_t count);
 // The next item for thread `tid` in [0, count), or -1 when every item of the pass is taken.
 // `cursor` starts at 0 for each pass (which range the thread takes from: its own, then the
-// others').
-int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor);
+// others'). reverse: the owner takes its items back to front and others steal from the front
+// (a thread then starts a pass on the weights it read last in the pass before).
+int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor, bool reverse = false);
 
 // Runs task(ctx, tid, n) for tid = 0 .. n-1 concurrently and returns when all have finished;
 // tid 0 runs on the calling thread. n is clamped to [1, get_num_threads()].
