@@ -40,13 +40,14 @@ GK_INLINE X relu(X x) {
   return at_least(x, X(0));
 }
 
-// exp(x) for x <= 0, float. Valid on [-inf, 0]; exact 0 below about -103.97.
+// expm1(r) where y = n ln 2 + r, |r| <= ln2/2 (Cephes-style reduction: n = round(y / ln 2), r in
+// two parts, then a degree-6 polynomial read as expm1(r) = r + r^2 p(r)); n is returned too.
+// For y in [-104, 0].
 template <class X>
-GK_INLINE X exp_nonpos_f(X x) {
-  x = at_least(x, X(-104.0f));                  // NaN passes through
+GK_INLINE X expm1_reduced_f(X y, X& n) {
   const float kShift = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
-  X n = (x * 1.44269504088896341f + kShift) - kShift;
-  X r = x - n * 0.693359375f;                    // ln 2 split so n * hi is exact
+  n = (y * 1.44269504088896341f + kShift) - kShift;
+  X r = y - n * 0.693359375f;                    // ln 2 split so n * hi is exact
   r = r - n * -2.12194440e-4f;
   X p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -54,8 +55,15 @@ GK_INLINE X exp_nonpos_f(X x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  return times_pow2(p, n);  // p * 2^n, n in [-150, 0], rounded once (simd.h)
+  return p * (r * r) + r;
+}
+
+// exp(x) for x <= 0, float. Valid on [-inf, 0]; exact 0 below about -103.97.
+template <class X>
+GK_INLINE X exp_nonpos_f(X x) {
+  X n;
+  const X em1 = expm1_reduced_f(at_least(x, X(-104.0f)), n);  // NaN passes through
+  return times_pow2(em1 + 1.0f, n);  // (1 + expm1(r)) * 2^n, n in [-150, 0], rounded once (simd.h)
 }
 
 template <class X>
@@ -67,8 +75,8 @@ GK_INLINE X sigmoid_f(X x) {
   return num / (1.0f + e);
 }
 
-// tanh(|x|) = (1 - e^y) / (1 + e^y), y = -2|x|, with e^y = 2^n (1 + expm1(r)) from the same
-// reduction and polynomial as exp_nonpos_f, the polynomial read as expm1(r) = r + r^2 p(r). The
+// tanh(|x|) = (1 - e^y) / (1 + e^y), y = -2|x|, with e^y = 2^n (1 + expm1(r)) from
+// expm1_reduced_f (the reduction and polynomial of exp_nonpos_f). The
 // numerator (1 - 2^n) - 2^n expm1(r) and the denominator 2^n expm1(r) + (2^n + 1) are each one
 // FMA, so each is rounded once: near 0 (n = 0) the numerator keeps the relative accuracy of
 // expm1, where 1 - e^y computed from e^y would cancel; near 1 neither side loses bits. One
@@ -78,17 +86,8 @@ template <class X>
 GK_INLINE X tanh_f(X x) {
   X y = -2.0f * abs_of(x);
   y = at_least(y, X(-40.0f));                    // tanh(20) rounds to 1; NaN passes through
-  const float kShift = 12582912.0f;              // 1.5 * 2^23, as in exp_nonpos_f
-  X n = (y * 1.44269504088896341f + kShift) - kShift;
-  X r = y - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  X p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const X em1 = p * (r * r) + r;                 // expm1(r)
+  X n;
+  const X em1 = expm1_reduced_f(y, n);
   const X s = times_pow2(X(1.0f), n);            // 2^n, n in [-58, 0]: s - 1 and s + 1 exact
   const X num = (1.0f - s) - s * em1;
   const X den = s * em1 + (s + 1.0f);

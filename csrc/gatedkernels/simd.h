@@ -146,28 +146,31 @@ GK_INLINE IntVec<T> sign_mask() {
   IntVec<T> m = IntVec<T>{} + 1;
   return m << (8 * sizeof(T) - 1);
 }
-template <typename T, int M>
-GK_INLINE Lanes<T, M> abs_of(const Lanes<T, M>& x) {
+// Lanes with a bit operation op(bits, m) applied to each register m.
+template <typename T, int M, class F>
+GK_INLINE Lanes<T, M> map_bits(const Lanes<T, M>& x, const F& op) {
   Lanes<T, M> r;
   for (int m = 0; m < M; ++m) {
     IntVec<T> b;
     std::memcpy(&b, &x.v[m], sizeof b);
-    b &= ~sign_mask<T>();
+    b = op(b, m);
     std::memcpy(&r.v[m], &b, sizeof b);
   }
   return r;
 }
 template <typename T, int M>
+GK_INLINE Lanes<T, M> abs_of(const Lanes<T, M>& x) {
+  return map_bits(x, [](IntVec<T> b, int) __attribute__((always_inline)) {
+    return b & ~sign_mask<T>();
+  });
+}
+template <typename T, int M>
 GK_INLINE Lanes<T, M> copysign_of(const Lanes<T, M>& x, const Lanes<T, M>& s) {
-  Lanes<T, M> r;
-  for (int m = 0; m < M; ++m) {
-    IntVec<T> bx, bs;
-    std::memcpy(&bx, &x.v[m], sizeof bx);
+  return map_bits(x, [&s](IntVec<T> b, int m) __attribute__((always_inline)) {
+    IntVec<T> bs;
     std::memcpy(&bs, &s.v[m], sizeof bs);
-    bx = (bx & ~sign_mask<T>()) | (bs & sign_mask<T>());
-    std::memcpy(&r.v[m], &bx, sizeof bx);
-  }
-  return r;
+    return (b & ~sign_mask<T>()) | (bs & sign_mask<T>());
+  });
 }
 
 // -|x|: one OR of the sign bit, where negating abs_of is two operations.
@@ -175,14 +178,9 @@ GK_INLINE float neg_abs_of(float x) { return -__builtin_fabsf(x); }
 GK_INLINE double neg_abs_of(double x) { return -__builtin_fabs(x); }
 template <typename T, int M>
 GK_INLINE Lanes<T, M> neg_abs_of(const Lanes<T, M>& x) {
-  Lanes<T, M> r;
-  for (int m = 0; m < M; ++m) {
-    IntVec<T> b;
-    std::memcpy(&b, &x.v[m], sizeof b);
-    b |= sign_mask<T>();
-    std::memcpy(&r.v[m], &b, sizeof b);
-  }
-  return r;
+  return map_bits(x, [](IntVec<T> b, int) __attribute__((always_inline)) {
+    return b | sign_mask<T>();
+  });
 }
 
 // x < lo ? lo : x, a NaN x passing through: x86's max(lo, x) is exactly that (it returns its
@@ -194,9 +192,9 @@ template <typename T>
 GK_INLINE Vec<T> max_keep_second_nan(const Vec<T>& lo, const Vec<T>& x) {
 #ifdef GK_X86
   constexpr bool f = sizeof(T) == 4;
-  if constexpr (GK_VB_BYTES == 64)
-    return f ? (Vec<T>)_mm512_max_ps((__m512)lo, (__m512)x)
-             : (Vec<T>)_mm512_max_pd((__m512d)lo, (__m512d)x);
+  if constexpr (GK_VB_BYTES == 64)  // the masked form: see times_pow2
+    return f ? (Vec<T>)_mm512_mask_max_ps((__m512)lo, (__mmask16)-1, (__m512)lo, (__m512)x)
+             : (Vec<T>)_mm512_mask_max_pd((__m512d)lo, (__mmask8)-1, (__m512d)lo, (__m512d)x);
   else if constexpr (GK_VB_BYTES == 32)
     return f ? (Vec<T>)_mm256_max_ps((__m256)lo, (__m256)x)
              : (Vec<T>)_mm256_max_pd((__m256d)lo, (__m256d)x);
