@@ -71,6 +71,20 @@ def test_lstm_gate_split_tiles_bitwise_identical_for_any_thread_count(N, rng, re
 
 
 @pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_large_layers_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
+    """Weights over 2 MiB per layer (kernel.h, Ahead: each item pulls the next block into L2,
+    in the input projection and the steps, forwards and, every other step, backwards): H = 740,
+    every cell's recurrent and input weights are past it; N = 7 is a full tile and a short one."""
+    T, N, I, H = 3, 7, 740, 740
+    proj = 33 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, proj_size=proj, dtype=np.float32)
+    x = rng.standard_normal((T, N, I)).astype(np.float32)
+    opts = dict(lengths=_helpers.random_lengths(rng, N, T), **variant)
+    _check_sequence_all_thread_counts(kind, x, weights, opts, "large-layer sequence")
+
+
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
 def test_one_row_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
     """N = 1 takes the one-row step (kernel.h, one_row_groups: groups of hidden blocks as the
     work items). H gives a step 6.4e5-6.9e5 flops: two threads' worth (kernel.h, threads_for)."""

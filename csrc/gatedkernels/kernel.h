@@ -260,6 +260,53 @@ GK_INLINE void prefetch_weights(const T* p) {
       __builtin_prefetch(reinterpret_cast<const char*>(p) + o, 0, 3);
 }
 
+// The next hidden block's weights, pulled from L3 (or memory) into L2 while this block's tiles
+// run, per_k cache lines per k of a tile. A block of a large layer is read by its first tile from
+// L3, at a rate the FMAs outrun, and by the rest from L2; spread over the k loops of a block's
+// tiles, the next block is in L2 when its first tile starts (one burst per tile instead was
+// slower: it filled the miss queues the tile's own loads wait in). Measured on AVX-512, Xeon
+// family 6 model 207 (bench/ab_builds.py, 7 alternated rounds, bitwise equal outputs): LSTM
+// T=50 N=64 H=1024 (16 MiB of W_hh) 1.076x, T=100 N=64 H=512 1.065x, N=16 H=512 1.085x; GRU
+// H=1024 and H=512 1.05x; H <= 256 unchanged, and a threshold of 512 KiB (kAheadBytes) gained
+// nothing there. A one-row tile (a stream) is bound by its loads and pulls nothing.
+struct Ahead {
+  const char* p = nullptr;
+  int64_t left = 0;  // lines still to pull
+  int per_k = 0;
+  GK_INLINE void pull() {
+    for (int i = 0; i < per_k; ++i)
+      if (left > 0) {
+        __builtin_prefetch(p, 0, 2);  // to L2 (and L3), not L1
+        p += 64;
+        --left;
+      }
+  }
+  // Set up for `bytes` at `next` (null: nothing), over `tiles` tiles of K k each.
+  static Ahead over(const void* next, double bytes, int64_t tiles, int64_t K) {
+    Ahead a;
+    if (next == nullptr || tiles < 1 || K < 1) return a;
+    a.p = static_cast<const char*>(next);
+    a.left = static_cast<int64_t>(bytes) / 64;
+    a.per_k = static_cast<int>((a.left + tiles * K - 1) / (tiles * K));
+    return a;
+  }
+};
+
+// Layers whose weights take more than this many bytes pull the next block ahead (Ahead): a
+// smaller one stays in L2 from step to step (2 MiB on the machines measured).
+constexpr double kAheadBytes = double(2 << 20);
+
+// The Ahead of an item of block b in [0, nb) of a panel of nb blocks of `block` elements each,
+// rows [q0, q1) in tiles of bt rows over K k: the block this thread most likely takes next (its
+// own range runs forwards, or backwards in a backward pass).
+template <typename T>
+GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t block, int64_t b,
+                         int64_t q0, int64_t q1, int bt, int64_t K) {
+  const int64_t next = par.backward ? b - 1 : b + 1;
+  if (double(nb) * block * sizeof(T) <= kAheadBytes || next < 0 || next >= nb) return Ahead{};
+  return Ahead::over(panel + next * block, double(block) * sizeof(T), (q1 - q0 + bt - 1) / bt, K);
+}
+
 // out[r][*] (+)= row r of A [k0:k1) . panel block (G*VB columns) for R rows (a[r] points at each
 // row's k = 0), accumulated in registers: per k, G weight vectors are loaded once and reused by
 // all R rows. With few rows (the streaming case) G*R chains of dependent FMAs cannot hide the
@@ -272,7 +319,8 @@ GK_INLINE void prefetch_weights(const T* p) {
 // rounding as adding it afterwards, without a pass over the tile through memory.
 template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
-                              T* out, int64_t stride, bool add, const T* bias = nullptr) {
+                              T* out, int64_t stride, bool add, const T* bias = nullptr,
+                              Ahead* ahead = nullptr) {
   constexpr int VB = Tile<T>::VB;
   constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
@@ -283,7 +331,10 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
   int64_t k = k0;
   for (; k + S <= k1; k += S)
     for (int s = 0; s < S; ++s) {
-      if constexpr (R > 1) prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
+      if constexpr (R > 1) {
+        prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
+        if (ahead) ahead->pull();
+      }
       Vec<T> w[G];
       for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
       for (int r = 0; r < R; ++r) {
@@ -316,12 +367,13 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
 // total once it is complete (the last block's store).
 template <typename T, int G, int R, int GS = G>
 GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* out,
-                              int64_t stride, bool add = false, const T* bias = nullptr) {
+                              int64_t stride, bool add = false, const T* bias = nullptr,
+                              Ahead* ahead = nullptr) {
   int64_t k0 = 0;
   do {  // K = 0 still writes its (zero) sums
     const int64_t k1 = K - k0 < kSumBlock ? K : k0 + kSumBlock;
     tile_dot_block<T, G, R, GS>(a, block, k0, k1, out, stride, add || k0 > 0,
-                                k1 == K ? bias : nullptr);
+                                k1 == K ? bias : nullptr, ahead);
     k0 = k1;
   } while (k0 < K);
 }
@@ -331,12 +383,13 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* o
 // Rows of acc are `stride` values apart (G*VB, or GS*VB for a gate-split pass).
 template <typename T, int G, int BT, int GS = G, int MinRows = 1>
 GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K, T* out,
-                             int64_t stride, bool add = false, const T* bias = nullptr) {
+                             int64_t stride, bool add = false, const T* bias = nullptr,
+                             Ahead* ahead = nullptr) {
   switch (rows) {
 #define GK_TILE_CASE(R)                                                              \
   case R:                                                                            \
     if constexpr (R <= BT && R >= MinRows)                                           \
-      tile_dot_fixed<T, G, R, GS>(a, block, K, out, stride, add, bias);              \
+      tile_dot_fixed<T, G, R, GS>(a, block, K, out, stride, add, bias, ahead);       \
     break;
     GK_TILE_CASE(1) GK_TILE_CASE(2) GK_TILE_CASE(3) GK_TILE_CASE(4)
     GK_TILE_CASE(5) GK_TILE_CASE(6) GK_TILE_CASE(7) GK_TILE_CASE(8)
@@ -348,17 +401,19 @@ GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, in
 }
 template <typename T, int G, int BT>
 GK_INLINE void tile_dot_rows(const T* const* a, int64_t rows, const T* block, int64_t K,
-                             T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr) {
-  tile_dot_rows<T, G, BT>(a, rows, block, K, &acc[0][0], G * Tile<T>::VB, false, bias);
+                             T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr,
+                             Ahead* ahead = nullptr) {
+  tile_dot_rows<T, G, BT>(a, rows, block, K, &acc[0][0], G * Tile<T>::VB, false, bias, ahead);
 }
 
 // The same for rows A, A + lda, ...
 template <typename T, int G, int BT>
 GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
-                        T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr) {
+                        T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr,
+                        Ahead* ahead = nullptr) {
   const T* a[BT];
   for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
-  tile_dot_rows<T, G, BT>(a, rows, block, K, acc, bias);
+  tile_dot_rows<T, G, BT>(a, rows, block, K, acc, bias, ahead);
 }
 
 // The same in Passes passes of G / Passes gates each (a gate-split tile): a tile of BT rows then
@@ -370,9 +425,10 @@ GK_INLINE void tile_dot(const T* A, int64_t lda, int64_t rows, const T* block, i
 // are the same: each gate's sums are those of tile_dot, bitwise.
 template <typename T, int G, int BT, int Passes>
 GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* block, int64_t K,
-                              T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr) {
+                              T (&acc)[BT][G * Tile<T>::VB], const T* bias = nullptr,
+                              Ahead* ahead = nullptr) {
   if constexpr (Passes == 1) {
-    tile_dot<T, G, BT>(A, lda, rows, block, K, acc, bias);
+    tile_dot<T, G, BT>(A, lda, rows, block, K, acc, bias, ahead);
   } else {
     static_assert(G % Passes == 0, "gate-split passes must divide the gates");
     constexpr int VB = Tile<T>::VB, GP = G / Passes, W = G * VB;
@@ -380,7 +436,7 @@ GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* bl
     const T* a[BT];
     for (int r = 0; r < BT; ++r) a[r] = A + r * lda;
     if (rows < kMin) {  // not taken by Lstm::step; whole-gate tiles, for completeness
-      tile_dot_rows<T, G, kMin - 1>(a, rows, block, K, &acc[0][0], W, false, bias);
+      tile_dot_rows<T, G, kMin - 1>(a, rows, block, K, &acc[0][0], W, false, bias, ahead);
       return;
     }
     int64_t k0 = 0;
@@ -390,7 +446,7 @@ GK_INLINE void tile_dot_split(const T* A, int64_t lda, int64_t rows, const T* bl
       for (int p = 0; p < Passes; ++p)
         tile_dot_rows<T, GP, BT, G, kMin>(a, rows, block + (k0 * G + p * GP) * VB, k1 - k0,
                                           &acc[0][p * GP * VB], W, k0 > 0,
-                                          bias && k1 == K ? bias + p * GP * VB : nullptr);
+                                          bias && k1 == K ? bias + p * GP * VB : nullptr, ahead);
       k0 = k1;
     } while (k0 < K);
   }
@@ -405,12 +461,13 @@ void project_packed(const RowOf& row_of, int64_t R, int64_t K, const T* panel, c
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
   par.blocks(nb, R, BT, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
     const T* block = panel + b * K * W;
+    Ahead ahead = ahead_of(par, panel, nb, K * W, b, q0, q1, BT, K);
     for (int64_t r0 = q0; r0 < q1; r0 += BT) {
       const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
       const T* a[BT];
       for (int r = 0; r < BT; ++r) a[r] = row_of(r0 + (r < rows ? r : 0));
       tile_dot_rows<T, G, BT>(a, rows, block, K, out + (r0 * nb + b) * W, nb * W, false,
-                              bias + b * W);
+                              bias + b * W, &ahead);
     }
   });
 }
@@ -493,13 +550,13 @@ template <typename T, int G, int BT, class X, int Passes = 1>
 GK_INLINE const T* x_and_h_tiles(const X& xs, bool backward, int64_t b, int64_t n0, int64_t rows,
                                  T (&xbuf)[BT][G * Tile<T>::VB], int64_t* x_stride, const T* A,
                                  int64_t lda, const T* block, int64_t K,
-                                 T (&acc)[BT][G * Tile<T>::VB]) {
+                                 T (&acc)[BT][G * Tile<T>::VB], Ahead* ahead = nullptr) {
   if (X::kReadsWeights && backward) {
-    tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc);
+    tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc, nullptr, ahead);
     return xs.template tile<BT, Passes>(b, n0, rows, xbuf, x_stride);
   }
   const T* xt = xs.template tile<BT, Passes>(b, n0, rows, xbuf, x_stride);
-  tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc);
+  tile_dot_split<T, G, BT, Passes>(A, lda, rows, block, K, acc, nullptr, ahead);
   return xt;
 }
 
@@ -669,6 +726,7 @@ struct Lstm {
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
     par.blocks(nb, N, BT, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      Ahead ahead = ahead_of(par, w.w_hh, nb, P * G * VB, b, q0, q1, BT, P);
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][G * VB], xbuf[BT][G * VB];
@@ -676,7 +734,7 @@ struct Lstm {
         prefetch_rows(c + n0 * H + j0, H, rows, VB);
         const T* xt = x_and_h_tiles<T, G, BT, X, Passes>(xs, par.backward, b, n0, rows, xbuf,
                                                          &x_stride, h + n0 * P, P,
-                                                         w.w_hh + b * P * G * VB, P, acc);
+                                                         w.w_hh + b * P * G * VB, P, acc, &ahead);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const T* x = xt + r * x_stride;
@@ -795,12 +853,14 @@ struct Gru {
     par.blocks(nb, N, BT, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * G * VB, b, q0, q1, BT, H);
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][G * VB], xbuf[BT][G * VB];
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
-                                              h + n0 * H, H, w.w_hh + b * H * G * VB, H, acc);
+                                              h + n0 * H, H, w.w_hh + b * H * G * VB, H, acc,
+                                              &ahead);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const T* x = xt + r * x_stride;
@@ -827,11 +887,12 @@ struct Gru {
     T* zs = scratch + N * H; // z, [N, H]
     par.blocks(nb, N, BT, 2.0 * H * 2 * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * 2 * VB, b, q0, q1, BT, H);
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][2 * VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB, xp_stride, rows, 2 * VB);
-        tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc);
+        tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc, nullptr, &ahead);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const T* x = xp + (n0 + r) * xp_stride + b * G * VB;
@@ -849,11 +910,12 @@ struct Gru {
     par.sync();  // W_hn reads all of r*h
     par.blocks(nb, N, BT1, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      Ahead ahead = ahead_of(par, w.w_hh_n, nb, H * VB, b, q0, q1, BT1, H);
       for (int64_t n0 = q0; n0 < q1; n0 += BT1) {
         const int64_t rows = q1 - n0 < BT1 ? q1 - n0 : BT1;
         T acc[BT1][VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB + 2 * VB, xp_stride, rows, VB);
-        tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc);
+        tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc, nullptr, &ahead);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const T* x = xp + (n0 + r) * xp_stride + b * G * VB + 2 * VB;
@@ -900,12 +962,13 @@ struct Rnn {
     }
     par.blocks(nb, N, BT, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * VB, b, q0, q1, BT, H);
       for (int64_t n0 = q0; n0 < q1; n0 += BT) {
         const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
         T acc[BT][VB], xbuf[BT][VB];
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, 1, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
-                                              h + n0 * H, H, w.w_hh + b * H * VB, H, acc);
+                                              h + n0 * H, H, w.w_hh + b * H * VB, H, acc, &ahead);
         each_row_group(rows, [&](auto group, int64_t r) __attribute__((always_inline)) {
           typedef Lanes<T, decltype(group)::size> L;
           const L pre = L::load(xt + r * x_stride, x_stride) + L::load(acc[r], VB);
