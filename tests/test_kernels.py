@@ -282,6 +282,30 @@ def test_sequence_over_several_projection_chunks(kind, variant, dtype, rng):
     _check(dtype, run(gk), run(reference), f"{kind}{variant} chunked {opts}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("N", [2, 3, 4, 5, 13, 16])
+@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_sequence_input_projected_by_tiles(kind, variant, N, dtype, rng):
+    """Where both weight matrices are small and every register tile of a step has a few rows
+    (kernel.h, input_by_tiles), a sequence's steps compute their input projection tile by tile
+    from x itself (XTile) instead of reading it from the chunk GEMM: N = 2 and 3 stay with the
+    GEMM, 4, 5 and 16 take the tiles on AVX-512 (whole-gate LSTM tiles of 6 rows), 13 leaves a
+    one-row tile and stays. Rows of x are strided (batch-first) and read backwards (the second
+    direction), the second layer reads the first one's output, and ragged lengths hold the
+    state. (I = 40: at I = 200-300 a few float32 ReLU RNN draws miss SPEC section 6's bound,
+    in the old path as in this one, and torch.nn.RNN misses it on the same data by the same
+    amount: that bound is relative to NumPy's float32 matmul, which at N <= 16 sums more
+    accurately than a GEMM's k order.)"""
+    weights, x, hx, opts = _sequence_case(kind, (5, N, 40, 37), SEQ_OPTIONS["L2bi_bf"], rng,
+                                          with_lengths=True)
+
+    def run(impl):
+        return lambda dt: _helpers.call_sequence(impl, kind, _cast(x, dt), _cast(hx, dt),
+                                                 _cast(weights, dt), **variant, **opts)
+
+    _check(dtype, run(gk), run(reference), f"{kind}{variant} N={N} {opts}")
+
+
 # --------------------------------------------------------------------------- long dot products
 
 @pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)

@@ -526,15 +526,16 @@ struct XRows {
 template <typename T, int G>
 struct XTile {
   static constexpr bool kReadsWeights = true;
-  const T* x;      // [N, I]
-  int64_t I;
+  const T* x;      // row 0 of [N, I], rows ldx apart
+  int64_t ldx, I;
   const T* panel;  // packed W_ih, G gates
   const T* bias;   // [nb][G][VB]
   template <int BT, int Passes = 1>
   GK_INLINE const T* tile(int64_t b, int64_t n0, int64_t rows, T (&buf)[BT][G * Tile<T>::VB],
                           int64_t* s) const {
     constexpr int W = G * Tile<T>::VB;
-    tile_dot_split<T, G, BT, Passes>(x + n0 * I, I, rows, panel + b * I * W, I, buf, bias + b * W);
+    tile_dot_split<T, G, BT, Passes>(x + n0 * ldx, ldx, rows, panel + b * I * W, I, buf,
+                                     bias + b * W);
     *s = W;
     return &buf[0][0];
   }
@@ -675,6 +676,10 @@ GK_INLINE void one_row_groups(int64_t H, int64_t K, const X& xs, const T* h, con
 //   h [N, P], c [N, H] in; h1 [N, P], c1 [N, H] out; scratch sized by Cell::scratch().
 // ---------------------------------------------------------------------------------------------
 
+// Rows of the last register tile when N rows are taken bt at a time (with several threads the
+// row chunks are whole tiles, so this holds for any thread count).
+inline int64_t last_tile_rows(int64_t N, int bt) { return N % bt == 0 ? bt : N % bt; }
+
 // Columns [c0, c1) of a [*, H] state whose blocks this thread computes.
 template <typename T>
 inline void owned_columns(int64_t H, const Par& par, int64_t* c0, int64_t* c1) {
@@ -704,14 +709,22 @@ struct Lstm {
     // 8-25% faster; H = 512 (4 MiB of W_hh) no change; H = 1024 (16 MiB) 10% slower.
     // Taller gate-split tiles lost to whole-gate ones (N = 10-16: 2-13% slower): each of their
     // FMAs needs a broadcast of its own.
-    constexpr int BT = Tile<T>::bt(G), kSplitRows = BT + BT / 2;
-    const double w_hh_bytes = double(nblocks<T>(d.H)) * d.P * G * Tile<T>::VB * sizeof(T);
+    constexpr int BT = Tile<T>::bt(G);
     if (N == 1)
       step_one_row(d, w, xs, h, c, h1, c1, scratch, par, epi);
-    else if (N > BT && N <= kSplitRows && w_hh_bytes <= double(1 << 20))
+    else if (split_tile(d, N))
       step_tiles<kSplitRows, 2>(d, N, w, xs, h, c, h1, c1, scratch, par, epi);
     else
       step_tiles<BT, 1>(d, N, w, xs, h, c, h1, c1, scratch, par, epi);
+  }
+  static constexpr int kSplitRows = Tile<T>::bt(G) + Tile<T>::bt(G) / 2;
+  static bool split_tile(const LayerDims& d, int64_t N) {
+    const double w_hh_bytes = double(nblocks<T>(d.H)) * d.P * G * Tile<T>::VB * sizeof(T);
+    return N > Tile<T>::bt(G) && N <= kSplitRows && w_hh_bytes <= double(1 << 20);
+  }
+  // Rows of the shortest register tile of a step of N rows.
+  static int64_t min_tile_rows(const LayerDims& d, int64_t N) {
+    return split_tile(d, N) ? N : last_tile_rows(N, Tile<T>::bt(G));
   }
 
   template <int BT, int Passes, class X, class Epi>
@@ -806,6 +819,10 @@ struct Gru {
   static constexpr bool kFusedInput = kLinearBeforeReset;
   static int64_t scratch(const LayerDims& d, int64_t N) {
     return kLinearBeforeReset ? 0 : 2 * N * d.H;
+  }
+
+  static int64_t min_tile_rows(const LayerDims&, int64_t N) {
+    return last_tile_rows(N, Tile<T>::bt(G));
   }
 
   // The Cho GRU reads its input projection in two passes (r, z, then n): only XRows.
@@ -933,6 +950,9 @@ struct Rnn {
   static constexpr bool kHasC = false;
   static constexpr bool kFusedInput = true;
   static int64_t scratch(const LayerDims&, int64_t) { return 0; }
+  static int64_t min_tile_rows(const LayerDims&, int64_t N) {
+    return last_tile_rows(N, Tile<T>::bt(G));
+  }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
                     int64_t* c1) {
@@ -1019,7 +1039,7 @@ void step_thread(void* ctx, int tid, int n) {
   const int64_t nb = nblocks<T>(d.H), row = nb * Cell::G * Tile<T>::VB;
   T* scratch = a.ws + round_up(a.N * row);
   if constexpr (Cell::kFusedInput) {
-    const XTile<T, Cell::G> xs{a.x, d.I, a.w->w_ih, a.w->bias};
+    const XTile<T, Cell::G> xs{a.x, d.I, d.I, a.w->w_ih, a.w->bias};
     Cell::step(d, a.N, *a.w, xs, a.h, a.c, a.h1, a.c1, scratch, par, NoEpilogue{});
   } else {
     T* xp = a.ws;
@@ -1069,6 +1089,31 @@ int64_t projection_steps(const SeqShape& s, int64_t row) {
   if (steps < min_steps) steps = min_steps;
   if (steps > s.T) steps = s.T;
   return steps < 1 ? 1 : steps;
+}
+
+// Whether a sequence's steps take their input projection tile by tile, as a single step does
+// (XTile: each register tile of a step computes x_t W_ih^T right before h W_hh^T, with the same
+// arithmetic as the chunk GEMM), instead of from one GEMM per chunk of steps (XRows). XTile
+// reads W_ih once per tile and step instead of once per chunk, but skips writing the
+// projection to a workspace and reading it back, and a tile's two dot products are one pass
+// over its rows. It pays where both weight matrices stay in L2 (kTileInputBytes) and every
+// tile has rows enough for its FMAs to outrun its weight loads from L2 (kTileInputRows: at 16
+// lanes, 4 rows; at 8 or 4 lanes, 3). Measured (Xeon family 6 model 207, T = 100, I = H, one
+// thread, alternated runs): AVX-512 LSTM N = 4-16 H = 128 1.03-1.07x, N = 64 1.04x; GRU N =
+// 16 and 64 H = 256 1.04x; RNN 1.05-1.10x; two threads 1.02-1.11x. Where it does not pay:
+// 2 MiB of weights (LSTM H = 256) 1.00-1.03x, 4 MiB and more 0.85-0.97x; a last tile of 1-3
+// rows (LSTM N = 13, 19, 25: 0.96-0.99x), N = 2-3 (0.72-0.82x). AVX2: 1.02-1.05x at H = 128,
+// 0.90x at N = 2, 0.95x for LSTM H = 256.
+constexpr double kTileInputBytes = double(3 << 19);  // 1.5 MiB
+constexpr int kTileInputRows = GK_VB_BYTES >= 64 ? 4 : 3;
+template <class Cell, typename T>
+bool input_by_tiles(const LayerDims& d, int64_t N) {
+  if constexpr (!Cell::kFusedInput) {
+    return false;
+  } else {
+    const double bytes = double(nblocks<T>(d.H)) * Cell::G * Tile<T>::VB * (d.I + d.P) * sizeof(T);
+    return bytes <= kTileInputBytes && Cell::min_tile_rows(d, N) >= kTileInputRows;
+  }
 }
 
 template <class Cell, typename T>
@@ -1184,9 +1229,10 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         }
       }
       par.sync();  // every thread's step reads all of h
+      const bool by_tiles = input_by_tiles<Cell, T>(d, N);  // XTile, not XRows
       for (int64_t step = 0; step < T_; ++step) {
         const int64_t t = dir == 0 ? step : T_ - 1 - step;
-        if (step % chunk == 0) {
+        if (!by_tiles && step % chunk == 0) {
           // The input projection of steps [step, step + chunk): after the previous step's
           // barrier, so nobody still reads the previous chunk.
           const int64_t first = step, steps = T_ - step < chunk ? T_ - step : chunk;
@@ -1201,7 +1247,6 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         // valid step) and the output is zero: done item by item by the epilogue.
         const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
                                  h, c, h_next, c_next, Cell::kHasC};
-        const XRows<T, Cell::G> xs{xp + (step % chunk) * N * row, row};
         // Every other step visits the blocks last to first, so it starts on the weights the
         // step before read last, which are still in cache (see step_forward). With several
         // threads, each in its own range of blocks, and only for a layer of more than
@@ -1209,12 +1254,23 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         // at H <= 256 (weights that stay in L2 in any order) it read 0.95-1.00x.
         Par zigzag = par;
         zigzag.backward = step % 2 == 1 && (nthreads == 1 || zigzag_threads);
-        if (nthreads == 1) {  // whole rows at once: fewer, longer copies
-          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, NoEpilogue{});
-          epi.on_c(0, N, 0, H);
-          epi.on_h(0, N, 0, P);
+        auto run = [&](const auto& xs) {
+          if (nthreads == 1) {  // whole rows at once: fewer, longer copies
+            Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, NoEpilogue{});
+            epi.on_c(0, N, 0, H);
+            epi.on_h(0, N, 0, P);
+          } else {
+            Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, epi);
+          }
+        };
+        const XRows<T, Cell::G> projected{xp + (step % chunk) * N * row, row};
+        if constexpr (Cell::kFusedInput) {
+          if (by_tiles)
+            run(XTile<T, Cell::G>{in + t * t_stride * in_w, n_stride * in_w, in_w, w.w_ih, w.bias});
+          else
+            run(projected);
         } else {
-          Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, epi);
+          run(projected);
         }
         par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;
