@@ -283,14 +283,15 @@ def test_sequence_over_several_projection_chunks(kind, variant, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("N", [2, 3, 4, 5, 13, 16])
+@pytest.mark.parametrize("N", [2, 3, 4, 5, 13, 16, 19])
 @pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
 def test_sequence_input_projected_by_tiles(kind, variant, N, dtype, rng):
     """Where both weight matrices are small and every register tile of a step has a few rows
     (kernel.h, input_by_tiles), a sequence's steps compute their input projection tile by tile
     from x itself (XTile) instead of reading it from the chunk GEMM: N = 2 and 3 stay with the
-    GEMM, 4, 5 and 16 take the tiles on AVX-512 (whole-gate LSTM tiles of 6 rows), 13 leaves a
-    one-row tile and stays. Rows of x are strided (batch-first) and read backwards (the second
+    GEMM; on AVX-512, 4, 5, 13 and 16 take the tiles (LSTM tiles of at most 6 rows, 13 rows as
+    5, 4, 4 and 19 as 5, 5, 5, 4: kernel.h, Tiling), and so does 19 for the GRU (7, 6, 6), not
+    for the RNN (8, 8, 3). Rows of x are strided (batch-first) and read backwards (the second
     direction), the second layer reads the first one's output, and ragged lengths hold the
     state. (I = 40: at I = 200-300 a few float32 ReLU RNN draws miss SPEC section 6's bound,
     in the old path as in this one, and torch.nn.RNN misses it on the same data by the same

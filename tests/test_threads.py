@@ -70,6 +70,35 @@ def test_lstm_gate_split_tiles_bitwise_identical_for_any_thread_count(N, rng, re
     _check_sequence_all_thread_counts("lstm", x, weights, opts, "threaded gate-split sequence")
 
 
+@pytest.mark.parametrize("N", [13, 19, 37])
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_even_tiles_bitwise_identical_for_any_thread_count(N, kind, variant, rng,
+                                                           restore_threads):
+    """Where whole tiles would leave a short last one, the rows are cut into tiles of even
+    heights (kernel.h, Tiling: 13 rows of 6-row tiles as 5, 4, 4), and several threads split
+    them in chunks of whole tiles: H = 64 gives so few hidden blocks that the rows are chunked.
+    Sequences (the projection GEMM, or the input by tiles) and, for the LSTM, a cell step big
+    enough for several threads (I = 128, H = 256: 16 blocks, also chunked)."""
+    T, I, H = 5, 24, 64
+    proj = 40 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True,
+                                      proj_size=proj, dtype=np.float32)
+    x = rng.standard_normal((T, N, I)).astype(np.float32)
+    opts = dict(num_layers=2, bidirectional=True, lengths=_helpers.random_lengths(rng, N, T),
+                **variant)
+    _check_sequence_all_thread_counts(kind, x, weights, opts, f"even tiles N={N}")
+    if kind != "lstm" or proj:
+        return
+    m = gk.LSTMCell(128, 256, seed=3)
+    xc = rng.standard_normal((N, 128)).astype(np.float32)
+    hx = tuple(a.astype(np.float32) for a in _helpers.random_hx("lstm", None, N, 256, rng=rng))
+    results = _run_all_thread_counts(lambda: m(xc, hx))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b), f"LSTMCell N={N}"
+
+
 @pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
 def test_large_layers_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
     """Weights over 2 MiB per layer (kernel.h, Ahead: each item pulls the next block into L2,

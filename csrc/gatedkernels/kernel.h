@@ -50,6 +50,40 @@ constexpr int64_t panel_size(int64_t H, int G, int64_t K) {
 
 inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte offsets
 
+// The register tiles of a pass over `rows` batch rows of G-gate tiles, at most bt rows each:
+// whole tiles of bt rows and a last one of rows % bt; or, for G >= 2, where that last one would
+// have bt / 2 rows or fewer, as many tiles of even heights (13 rows of 6-row tiles: 5, 4, 4,
+// not 6, 6, 1). A tile of 1-3 rows reads all of a block's weights for its few FMAs, at the rate
+// of its loads. Measured (AVX-512, Xeon family 6 model 207, bench/ab_builds.py, 7 alternated
+// rounds, one thread): LSTM T=100 sequences N = 13, 19 at H = 128-256 1.04-1.05x, GRU N = 17
+// 1.07x, LSTM and GRU steps (13, 256, 256) and (17, 128, 256) 1.09x. One-gate tiles (the RNN,
+// the GRU's W_hn pass, the LSTM's W_hr) keep whole tiles: RNN N = 9-17 lost 20-38% with even
+// ones. A function of rows, bt and G only, and the row chunks of several threads are whole
+// tiles (Par::blocks), so the tiles, and every bit of the results, are those of one thread.
+struct Tiling {
+  int64_t rows, count;  // `count` tiles: the first `nbig` of `big` rows, the rest of `small`
+  int64_t big, nbig, small;
+  int64_t start(int64_t i) const { return i < nbig ? i * big : nbig * big + (i - nbig) * small; }
+  int64_t height(int64_t n0) const { return n0 < nbig * big ? big : small; }  // tile at row n0
+  int64_t min_rows() const { return count > nbig ? small : big; }
+};
+inline Tiling tiling(int64_t rows, int bt, int G) {
+  Tiling t;
+  t.rows = rows;
+  t.count = (rows + bt - 1) / bt;
+  const int64_t tail = rows % bt;
+  if (tail == 0 || 2 * tail > bt || G < 2) {  // whole tiles, and a last one of more than bt / 2 rows
+    t.big = bt;
+    t.nbig = tail ? t.count - 1 : t.count;
+    t.small = tail ? tail : bt;
+  } else {
+    t.small = rows / t.count;
+    t.nbig = rows % t.count;
+    t.big = t.small + 1;
+  }
+  return t;
+}
+
 // This thread's share of a parallel kernel call. The work of a pass (the hidden blocks of a time
 // step, and row chunks of them when the blocks alone are too few to balance) is dealt out
 // dynamically by `each` (threads.h: each thread takes its own items first, then steals), and all
@@ -79,31 +113,32 @@ struct Par {
     int cursor = 0;
     for (int64_t i; (i = work_next(sched, tid, n, count, &cursor, backward)) >= 0;) f(i);
   }
-  // A pass over `blocks` hidden blocks of `rows` batch rows, tiled by `bt` rows: runs
-  // f(b, r0, r1) for items of one block and a row chunk [r0, r1) starting on a tile boundary.
-  // One chunk (all rows) per block unless the blocks alone would give each thread fewer than 8
-  // items; then the rows are split, as long as an item keeps ~2e5 flops (`flops_row` flops per
-  // row of a block). Items are numbered block-major, so a thread's own range is whole blocks.
+  // A pass over `blocks` hidden blocks of the rows of tiling tl: runs f(b, r0, r1) for items
+  // of one block and a chunk of whole tiles, rows [r0, r1). One chunk (all rows) per block
+  // unless the blocks alone would give each thread fewer than 8 items; then the tiles are
+  // split, as long as an item keeps ~2e5 flops (`flops_row` flops per row of a block). Items
+  // are numbered block-major, so a thread's own range is whole blocks.
   template <class F>
-  void blocks(int64_t blocks, int64_t rows, int bt, double flops_row, F&& f) const {
+  void blocks(int64_t blocks, const Tiling& tl, double flops_row, F&& f) const {
+    const int64_t rows = tl.rows;
     if (n <= 1) {
       for (int64_t i = 0; i < blocks; ++i) f(backward ? blocks - 1 - i : i, int64_t(0), rows);
       return;
     }
-    int64_t chunk = rows;
-    if (blocks < 8 * n && rows > bt) {
+    int64_t chunk = tl.count;  // tiles
+    if (blocks < 8 * n && tl.count > 1) {
       const int64_t want = (8 * n + blocks - 1) / blocks;  // chunks per block
       int64_t by_flops = static_cast<int64_t>(2e5 / (flops_row > 1 ? flops_row : 1)) + 1;
       int64_t c = (rows + want - 1) / want;
       if (c < by_flops) c = by_flops;
-      c = (c + bt - 1) / bt * bt;  // chunks start on tile boundaries: the tiles do not change
-      if (c < rows) chunk = c;
+      c = (c + tl.big - 1) / tl.big;  // in tiles: the tiles do not change
+      if (c < tl.count) chunk = c;
     }
     if (chunk < 1) chunk = 1;
-    const int64_t chunks = (rows + chunk - 1) / chunk;
+    const int64_t chunks = (tl.count + chunk - 1) / chunk;
     each(blocks * chunks, [&](int64_t i) {
-      const int64_t b = i / chunks, r0 = (i % chunks) * chunk;
-      f(b, r0, r0 + chunk < rows ? r0 + chunk : rows);
+      const int64_t b = i / chunks, t0 = (i % chunks) * chunk;
+      f(b, tl.start(t0), tl.start(t0 + chunk < tl.count ? t0 + chunk : tl.count));
     });
   }
 };
@@ -456,11 +491,12 @@ template <typename T, int G, class RowOf>
 void project_packed(const RowOf& row_of, int64_t R, int64_t K, const T* panel, const T* bias,
                     int64_t nb, T* out, const Par& par) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(G), W = G * VB;
-  par.blocks(nb, R, BT, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
+  const Tiling tl = tiling(R, BT, G);
+  par.blocks(nb, tl, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
     const T* block = panel + b * K * W;
     Ahead ahead = ahead_of(par, panel, nb, K * W, b, q0, q1, BT, K);
-    for (int64_t r0 = q0; r0 < q1; r0 += BT) {
-      const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
+    for (int64_t r0 = q0, rows; r0 < q1; r0 += rows) {
+      rows = tl.height(r0);
       const T* a[BT];
       for (int r = 0; r < BT; ++r) a[r] = row_of(r0 + (r < rows ? r : 0));
       tile_dot_rows<T, G, BT>(a, rows, block, K, out + (r0 * nb + b) * W, nb * W, false,
@@ -476,10 +512,11 @@ template <typename T, class Epi>
 void project_dense(const T* A, int64_t lda, int64_t R, int64_t K, const T* panel, int64_t Hout,
                    T* out, const Par& par, const Epi& epi) {
   constexpr int VB = Tile<T>::VB, BT = Tile<T>::bt(1);
-  par.blocks(nblocks<T>(Hout), R, BT, 2.0 * K * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+  const Tiling tl = tiling(R, BT, 1);
+  par.blocks(nblocks<T>(Hout), tl, 2.0 * K * VB, [&](int64_t b, int64_t q0, int64_t q1) {
     const int64_t j0 = b * VB, lanes = Hout - j0 < VB ? Hout - j0 : VB;
-    for (int64_t r0 = q0; r0 < q1; r0 += BT) {
-      const int64_t rows = q1 - r0 < BT ? q1 - r0 : BT;
+    for (int64_t r0 = q0, rows; r0 < q1; r0 += rows) {
+      rows = tl.height(r0);
       T acc[BT][VB];
       tile_dot<T, 1, BT>(A + r0 * lda, lda, rows, panel + b * K * VB, K, acc);
       for (int64_t r = 0; r < rows; ++r)
@@ -644,7 +681,7 @@ GK_INLINE void one_row_groups(int64_t H, int64_t K, const X& xs, const T* h, con
                               const Par& par, const F& f, const Done& done) {
   constexpr int VB = Tile<T>::VB, W = G * VB;
   const int64_t nb = nblocks<T>(H), groups = (nb + J - 1) / J;
-  par.blocks(groups, 1, 1, 2.0 * K * W * J, [&](int64_t grp, int64_t, int64_t) {
+  par.blocks(groups, tiling(1, 1, 1), 2.0 * K * W * J, [&](int64_t grp, int64_t, int64_t) {
     const int64_t b0 = grp * J, nj = nb - b0 < J ? nb - b0 : J;
     T acc[J][1][W], xbuf[J][1][W];
     const T* xt[J];
@@ -675,10 +712,6 @@ GK_INLINE void one_row_groups(int64_t H, int64_t K, const X& xs, const T* h, con
 //   xs        the input projection of this step, tile by tile (XRows or XTile above)
 //   h [N, P], c [N, H] in; h1 [N, P], c1 [N, H] out; scratch sized by Cell::scratch().
 // ---------------------------------------------------------------------------------------------
-
-// Rows of the last register tile when N rows are taken bt at a time (with several threads the
-// row chunks are whole tiles, so this holds for any thread count).
-inline int64_t last_tile_rows(int64_t N, int bt) { return N % bt == 0 ? bt : N % bt; }
 
 // Columns [c0, c1) of a [*, H] state whose blocks this thread computes.
 template <typename T>
@@ -724,7 +757,7 @@ struct Lstm {
   }
   // Rows of the shortest register tile of a step of N rows.
   static int64_t min_tile_rows(const LayerDims& d, int64_t N) {
-    return split_tile(d, N) ? N : last_tile_rows(N, Tile<T>::bt(G));
+    return split_tile(d, N) ? N : tiling(N, Tile<T>::bt(G), G).min_rows();
   }
 
   template <int BT, int Passes, class X, class Epi>
@@ -734,11 +767,12 @@ struct Lstm {
     constexpr int VB = Tile<T>::VB;
     const int64_t H = d.H, P = d.P, nb = nblocks<T>(H);
     T* hout = w.w_hr ? scratch : h1;  // o*tanh(c') before the projection, [N, H]
-    par.blocks(nb, N, BT, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+    const Tiling tl = tiling(N, BT, G);
+    par.blocks(nb, tl, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       Ahead ahead = ahead_of(par, w.w_hh, nb, P * G * VB, b, q0, q1, BT, P);
-      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
-        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
+      for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
+        rows = tl.height(n0);
         T acc[BT][G * VB], xbuf[BT][G * VB];
         int64_t x_stride;
         prefetch_rows(c + n0 * H + j0, H, rows, VB);
@@ -822,7 +856,7 @@ struct Gru {
   }
 
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
-    return last_tile_rows(N, Tile<T>::bt(G));
+    return tiling(N, Tile<T>::bt(G), G).min_rows();
   }
 
   // The Cho GRU reads its input projection in two passes (r, z, then n): only XRows.
@@ -864,12 +898,13 @@ struct Gru {
           [&](int64_t j0, int64_t j1) { epi.on_h(0, 1, j0, j1); });
       return;
     }
-    par.blocks(nb, N, BT, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+    const Tiling tl = tiling(N, BT, G);
+    par.blocks(nb, tl, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
       Ahead ahead = ahead_of(par, w.w_hh, nb, H * G * VB, b, q0, q1, BT, H);
-      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
-        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
+      for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
+        rows = tl.height(n0);
         T acc[BT][G * VB], xbuf[BT][G * VB];
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, G, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
@@ -899,11 +934,12 @@ struct Gru {
     const int64_t H = d.H, nb = nblocks<T>(H);
     T* rh = scratch;         // r * h, [N, H]
     T* zs = scratch + N * H; // z, [N, H]
-    par.blocks(nb, N, BT, 2.0 * H * 2 * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+    const Tiling tl = tiling(N, BT, 2);
+    par.blocks(nb, tl, 2.0 * H * 2 * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       Ahead ahead = ahead_of(par, w.w_hh, nb, H * 2 * VB, b, q0, q1, BT, H);
-      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
-        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
+      for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
+        rows = tl.height(n0);
         T acc[BT][2 * VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB, xp_stride, rows, 2 * VB);
         tile_dot<T, 2, BT>(h + n0 * H, H, rows, w.w_hh + b * H * 2 * VB, H, acc, nullptr, &ahead);
@@ -922,11 +958,12 @@ struct Gru {
       }
     });
     par.sync();  // W_hn reads all of r*h
-    par.blocks(nb, N, BT1, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+    const Tiling tl1 = tiling(N, BT1, 1);
+    par.blocks(nb, tl1, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       Ahead ahead = ahead_of(par, w.w_hh_n, nb, H * VB, b, q0, q1, BT1, H);
-      for (int64_t n0 = q0; n0 < q1; n0 += BT1) {
-        const int64_t rows = q1 - n0 < BT1 ? q1 - n0 : BT1;
+      for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
+        rows = tl1.height(n0);
         T acc[BT1][VB];
         prefetch_rows(xp + n0 * xp_stride + b * G * VB + 2 * VB, xp_stride, rows, VB);
         tile_dot<T, 1, BT1>(rh + n0 * H, H, rows, w.w_hh_n + b * H * VB, H, acc, nullptr, &ahead);
@@ -951,7 +988,7 @@ struct Rnn {
   static constexpr bool kFusedInput = true;
   static int64_t scratch(const LayerDims&, int64_t) { return 0; }
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
-    return last_tile_rows(N, Tile<T>::bt(G));
+    return tiling(N, Tile<T>::bt(G), G).min_rows();
   }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -977,11 +1014,12 @@ struct Rnn {
           [&](int64_t j0, int64_t j1) { epi.on_h(0, 1, j0, j1); });
       return;
     }
-    par.blocks(nb, N, BT, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
+    const Tiling tl = tiling(N, BT, G);
+    par.blocks(nb, tl, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       Ahead ahead = ahead_of(par, w.w_hh, nb, H * VB, b, q0, q1, BT, H);
-      for (int64_t n0 = q0; n0 < q1; n0 += BT) {
-        const int64_t rows = q1 - n0 < BT ? q1 - n0 : BT;
+      for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
+        rows = tl.height(n0);
         T acc[BT][VB], xbuf[BT][VB];
         int64_t x_stride;
         const T* xt = x_and_h_tiles<T, 1, BT>(xs, par.backward, b, n0, rows, xbuf, &x_stride,
@@ -1101,9 +1139,9 @@ int64_t projection_steps(const SeqShape& s, int64_t row) {
 // lanes, 4 rows; at 8 or 4 lanes, 3). Measured (Xeon family 6 model 207, T = 100, I = H, one
 // thread, alternated runs): AVX-512 LSTM N = 4-16 H = 128 1.03-1.07x, N = 64 1.04x; GRU N =
 // 16 and 64 H = 256 1.04x; RNN 1.05-1.10x; two threads 1.02-1.11x. Where it does not pay:
-// 2 MiB of weights (LSTM H = 256) 1.00-1.03x, 4 MiB and more 0.85-0.97x; a last tile of 1-3
-// rows (LSTM N = 13, 19, 25: 0.96-0.99x), N = 2-3 (0.72-0.82x). AVX2: 1.02-1.05x at H = 128,
-// 0.90x at N = 2, 0.95x for LSTM H = 256.
+// 2 MiB of weights (LSTM H = 256) 1.00-1.03x, 4 MiB and more 0.85-0.97x; N = 2-3 (0.72-0.82x);
+// a last tile of 1-3 rows (LSTM N = 13, 19, 25 in whole tiles, before Tiling evened them out:
+// 0.96-0.99x). AVX2: 1.02-1.05x at H = 128, 0.90x at N = 2, 0.95x for LSTM H = 256.
 constexpr double kTileInputBytes = double(3 << 19);  // 1.5 MiB
 constexpr int kTileInputRows = GK_VB_BYTES >= 64 ? 4 : 3;
 template <class Cell, typename T>
