@@ -72,7 +72,7 @@ inline Tiling tiling(int64_t rows, int bt, int G) {
   t.rows = rows;
   t.count = (rows + bt - 1) / bt;
   const int64_t tail = rows % bt;
-  if (tail == 0 || 2 * tail > bt || G < 2) {  // whole tiles, and a last one of more than bt / 2 rows
+  if (tail == 0 || 2 * tail > bt || G < 2) {  // whole tiles, the last one over bt / 2 rows
     t.big = bt;
     t.nbig = tail ? t.count - 1 : t.count;
     t.small = tail ? tail : bt;
@@ -1149,7 +1149,8 @@ bool input_by_tiles(const LayerDims& d, int64_t N) {
   if constexpr (!Cell::kFusedInput) {
     return false;
   } else {
-    const double bytes = double(nblocks<T>(d.H)) * Cell::G * Tile<T>::VB * (d.I + d.P) * sizeof(T);
+    const double bytes =
+        double(nblocks<T>(d.H)) * Cell::G * Tile<T>::VB * (d.I + d.P) * sizeof(T);
     return bytes <= kTileInputBytes && Cell::min_tile_rows(d, N) >= kTileInputRows;
   }
 }
@@ -1304,7 +1305,8 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         const XRows<T, Cell::G> projected{xp + (step % chunk) * N * row, row};
         if constexpr (Cell::kFusedInput) {
           if (by_tiles)
-            run(XTile<T, Cell::G>{in + t * t_stride * in_w, n_stride * in_w, in_w, w.w_ih, w.bias});
+            run(XTile<T, Cell::G>{in + t * t_stride * in_w, n_stride * in_w, in_w, w.w_ih,
+                                  w.bias});
           else
             run(projected);
         } else {
