@@ -51,15 +51,18 @@ constexpr int64_t panel_size(int64_t H, int G, int64_t K) {
 inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte offsets
 
 // The register tiles of a pass over `rows` batch rows of G-gate tiles, at most bt rows each:
-// whole tiles of bt rows and a last one of rows % bt; or, for G >= 2, where that last one would
-// have bt / 2 rows or fewer, as many tiles of even heights (13 rows of 6-row tiles: 5, 4, 4,
-// not 6, 6, 1). A tile of 1-3 rows reads all of a block's weights for its few FMAs, at the rate
-// of its loads. Measured (AVX-512, Xeon family 6 model 207, bench/ab_builds.py, 7 alternated
+// whole tiles of bt rows and a last one of rows % bt; or, for G >= 2 on AVX-512 (bt = 6 for
+// the LSTM, 8 for the GRU), where that last one would have bt / 2 rows or fewer, as many tiles
+// of even heights (13 rows of 6-row tiles: 5, 4, 4, not 6, 6, 1). A tile of 1-3 rows reads all
+// of a block's weights for its few FMAs, at the rate of its loads. Measured (AVX-512, Xeon family 6 model 207, bench/ab_builds.py, 7 alternated
 // rounds, one thread): LSTM T=100 sequences N = 13, 19 at H = 128-256 1.04-1.05x, GRU N = 17
-// 1.07x, LSTM and GRU steps (13, 256, 256) and (17, 128, 256) 1.09x. One-gate tiles (the RNN,
-// the GRU's W_hn pass, the LSTM's W_hr) keep whole tiles: RNN N = 9-17 lost 20-38% with even
-// ones. A function of rows, bt and G only, and the row chunks of several threads are whole
-// tiles (Par::blocks), so the tiles, and every bit of the results, are those of one thread.
+// 1.07x, N = 9-11 1.09-1.20x, LSTM and GRU steps (13, 256, 256) and (17, 128, 256) 1.09x.
+// Whole tiles are kept for one-gate tiles (the RNN, the GRU's W_hn pass, the LSTM's W_hr):
+// RNN N = 9-17 lost 20-38% with even ones; and in the AVX2 and baseline builds, whose tiles
+// are 3-4 rows: there even tiles read 0.96-0.99x for the LSTM and 0.77x for a GRU N = 5.
+// A function of rows, bt, G and the build only, and the row chunks of several threads are
+// whole tiles (Par::blocks), so the tiles, and every bit of the results, are those of one
+// thread.
 struct Tiling {
   int64_t rows, count;  // `count` tiles: the first `nbig` of `big` rows, the rest of `small`
   int64_t big, nbig, small;
@@ -72,7 +75,7 @@ inline Tiling tiling(int64_t rows, int bt, int G) {
   t.rows = rows;
   t.count = (rows + bt - 1) / bt;
   const int64_t tail = rows % bt;
-  if (tail == 0 || 2 * tail > bt || G < 2) {  // whole tiles, the last one over bt / 2 rows
+  if (tail == 0 || 2 * tail > bt || G < 2 || GK_VB_BYTES < 64) {  // whole tiles
     t.big = bt;
     t.nbig = tail ? t.count - 1 : t.count;
     t.small = tail ? tail : bt;
