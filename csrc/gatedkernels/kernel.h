@@ -54,21 +54,24 @@ inline int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-by
 // whole tiles of bt rows and a last one of rows % bt; or, for G >= 2 on AVX-512 (bt = 6 for
 // the LSTM, 8 for the GRU), where that last one would have bt / 2 rows or fewer, as many tiles
 // of even heights (13 rows of 6-row tiles: 5, 4, 4, not 6, 6, 1). A tile of 1-3 rows reads all
-// of a block's weights for its few FMAs, at the rate of its loads. Measured (AVX-512, Xeon family 6 model 207, bench/ab_builds.py, 7 alternated
-// rounds, one thread): LSTM T=100 sequences N = 13, 19 at H = 128-256 1.04-1.05x, GRU N = 17
-// 1.07x, N = 9-11 1.09-1.20x, LSTM and GRU steps (13, 256, 256) and (17, 128, 256) 1.09x.
-// Whole tiles are kept for one-gate tiles (the RNN, the GRU's W_hn pass, the LSTM's W_hr):
-// RNN N = 9-17 lost 20-38% with even ones; and in the AVX2 and baseline builds, whose tiles
-// are 3-4 rows: there even tiles read 0.96-0.99x for the LSTM and 0.77x for a GRU N = 5.
-// A function of rows, bt, G and the build only, and the row chunks of several threads are
-// whole tiles (Par::blocks), so the tiles, and every bit of the results, are those of one
-// thread.
+// of a block's weights for its few FMAs, at the rate of its loads. Measured (AVX-512, Xeon
+// family 6 model 207, bench/ab_builds.py, 7 alternated rounds, one thread): LSTM T=100
+// sequences N = 13, 19 at H = 128-256 1.04-1.05x, GRU N = 17 1.07x, N = 9-11 1.09-1.20x,
+// LSTM and GRU steps (13, 256, 256) and (17, 128, 256) 1.09x. Whole tiles are kept for
+// one-gate tiles (the RNN, the GRU's W_hn pass, the LSTM's W_hr): RNN N = 9-17 lost 20-38%
+// with even ones; and in the AVX2 and baseline builds, whose tiles are 3-4 rows: there even
+// tiles read 0.96-0.99x for the LSTM and 0.77x for a GRU N = 5. A function of rows, bt, G and
+// the build only, and the row chunks of several threads are whole tiles (Par::blocks), so the
+// tiles, and every bit of the results, are those of one thread.
 struct Tiling {
   int64_t rows, count;  // `count` tiles: the first `nbig` of `big` rows, the rest of `small`
   int64_t big, nbig, small;
   int64_t start(int64_t i) const { return i < nbig ? i * big : nbig * big + (i - nbig) * small; }
   int64_t height(int64_t n0) const { return n0 < nbig * big ? big : small; }  // tile at row n0
   int64_t min_rows() const { return count > nbig ? small : big; }
+  int64_t index(int64_t n0) const {  // of the tile at row n0 (count at rows)
+    return n0 < nbig * big ? n0 / big : nbig + (n0 - nbig * big) / small;
+  }
 };
 inline Tiling tiling(int64_t rows, int bt, int G) {
   Tiling t;
@@ -326,12 +329,12 @@ struct Ahead {
 constexpr double kAheadBytes = double(2 << 20);
 
 // The Ahead of an item of block b in [0, nb) of a panel of nb blocks of `block` elements each,
-// rows [q0, q1) in tiles of bt rows over K k: the block this thread most likely takes next (its
+// rows [q0, q1) of the tiles tl over K k: the block this thread most likely takes next (its
 // own range runs forwards, or backwards in a backward pass).
 template <typename T>
 GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t block, int64_t b,
-                         int64_t q0, int64_t q1, int bt, int64_t K) {
-  const int64_t next = par.backward ? b - 1 : b + 1, tiles = (q1 - q0 + bt - 1) / bt;
+                         const Tiling& tl, int64_t q0, int64_t q1, int64_t K) {
+  const int64_t next = par.backward ? b - 1 : b + 1, tiles = tl.index(q1) - tl.index(q0);
   Ahead a;
   if (double(nb) * block * sizeof(T) <= kAheadBytes || next < 0 || next >= nb || tiles < 1 ||
       K < 1)
@@ -497,7 +500,7 @@ void project_packed(const RowOf& row_of, int64_t R, int64_t K, const T* panel, c
   const Tiling tl = tiling(R, BT, G);
   par.blocks(nb, tl, 2.0 * K * W, [&](int64_t b, int64_t q0, int64_t q1) {
     const T* block = panel + b * K * W;
-    Ahead ahead = ahead_of(par, panel, nb, K * W, b, q0, q1, BT, K);
+    Ahead ahead = ahead_of(par, panel, nb, K * W, b, tl, q0, q1, K);
     for (int64_t r0 = q0, rows; r0 < q1; r0 += rows) {
       rows = tl.height(r0);
       const T* a[BT];
@@ -773,7 +776,7 @@ struct Lstm {
     const Tiling tl = tiling(N, BT, G);
     par.blocks(nb, tl, 2.0 * P * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      Ahead ahead = ahead_of(par, w.w_hh, nb, P * G * VB, b, q0, q1, BT, P);
+      Ahead ahead = ahead_of(par, w.w_hh, nb, P * G * VB, b, tl, q0, q1, P);
       for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
         rows = tl.height(n0);
         T acc[BT][G * VB], xbuf[BT][G * VB];
@@ -905,7 +908,7 @@ struct Gru {
     par.blocks(nb, tl, 2.0 * H * G * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
       const T* bhn = w.b_hn + b * VB;
-      Ahead ahead = ahead_of(par, w.w_hh, nb, H * G * VB, b, q0, q1, BT, H);
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * G * VB, b, tl, q0, q1, H);
       for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
         rows = tl.height(n0);
         T acc[BT][G * VB], xbuf[BT][G * VB];
@@ -940,7 +943,7 @@ struct Gru {
     const Tiling tl = tiling(N, BT, 2);
     par.blocks(nb, tl, 2.0 * H * 2 * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      Ahead ahead = ahead_of(par, w.w_hh, nb, H * 2 * VB, b, q0, q1, BT, H);
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * 2 * VB, b, tl, q0, q1, H);
       for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
         rows = tl.height(n0);
         T acc[BT][2 * VB];
@@ -964,7 +967,7 @@ struct Gru {
     const Tiling tl1 = tiling(N, BT1, 1);
     par.blocks(nb, tl1, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      Ahead ahead = ahead_of(par, w.w_hh_n, nb, H * VB, b, q0, q1, BT1, H);
+      Ahead ahead = ahead_of(par, w.w_hh_n, nb, H * VB, b, tl1, q0, q1, H);
       for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
         rows = tl1.height(n0);
         T acc[BT1][VB];
@@ -1020,7 +1023,7 @@ struct Rnn {
     const Tiling tl = tiling(N, BT, G);
     par.blocks(nb, tl, 2.0 * H * VB, [&](int64_t b, int64_t q0, int64_t q1) {
       const int64_t j0 = b * VB, lanes = H - j0 < VB ? H - j0 : VB;
-      Ahead ahead = ahead_of(par, w.w_hh, nb, H * VB, b, q0, q1, BT, H);
+      Ahead ahead = ahead_of(par, w.w_hh, nb, H * VB, b, tl, q0, q1, H);
       for (int64_t n0 = q0, rows; n0 < q1; n0 += rows) {
         rows = tl.height(n0);
         T acc[BT][VB], xbuf[BT][VB];
