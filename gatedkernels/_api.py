@@ -46,9 +46,9 @@ def float_array(a, name, dtype=None):
     if arr.dtype.kind != "f":
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
     if dtype is None:
-        if arr.dtype not in FLOAT_DTYPES:
+        dtype = arr.dtype.newbyteorder("=")  # the other byte order: converted, never read as is
+        if dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
-        dtype = arr.dtype
     # np.asarray(order="C") keeps a 0-d array 0-d (np.ascontiguousarray would make it [1]).
     return np.asarray(arr, dtype=dtype, order="C")
 
@@ -389,6 +389,9 @@ def run_sequence(kernel, x, hx, lengths, batch_first, dtype):
 
     Returns (output, h_n, c_n) with c_n None unless LSTM; unbatched in, unbatched out.
     """
+    done = kernel.run(x, hx, lengths, batch_first)  # the common case, checked in C
+    if done is not None:
+        return done
     call = SequenceCall(kernel.kind, kernel.I, kernel.H, kernel.P, kernel.L, kernel.D, x, hx,
                         lengths, batch_first, dtype)
     L, D, N, P, H = kernel.L, kernel.D, call.N, kernel.P, kernel.H

@@ -31,6 +31,11 @@ ctypedef const double* cdouble_ptr
 cdef enum:
     GIL_RELEASE_WORK = 32768
 
+# A kernel keeps its last workspace up to this size for the next call: allocating one costs about
+# 0.3 us, a tenth of a small sequence call; a larger one is a rounding error beside the call's work.
+cdef enum:
+    WS_KEEP_BYTES = 1 << 20
+
 LSTM = 0
 GRU = 1
 RNN = 2
@@ -95,8 +100,9 @@ cdef int _check(cnp.ndarray a, str name, int typenum, int64_t d0, int64_t d1=-2,
     cdef int ndim = 1 + (d1 != -2) + (d2 != -2)
     cdef int64_t want[3]
     want[0], want[1], want[2] = d0, d1, d2
-    if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name}: kernel expects dtype {_dtype_name(typenum)}, got {a.dtype}")
+    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{name}: kernel expects dtype {_dtype_name(typenum)} in native byte "
+                        f"order, got {a.dtype}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise ValueError(f"{name}: kernel expects a C-contiguous array")
     if writable and not cnp.PyArray_ISWRITEABLE(a):
@@ -170,8 +176,8 @@ cdef class Kernel:
     cdef list packed            # one ndarray per layer-direction (owns the memory)
     cdef vector[cfloat_ptr] ptr_f
     cdef vector[cdouble_ptr] ptr_d
-    cdef cnp.ndarray step_ws    # reused by step() while the GIL is held
-    cdef bint step_ws_busy
+    cdef cnp.ndarray ws         # the workspace kept between calls (_take_ws)
+    cdef bint ws_busy           # a call holds it
     cdef bint step_parity       # the block order of the next step() call
 
     def __init__(self, int kind, bint linear_before_reset, bint relu, dtype, int64_t I,
@@ -191,8 +197,8 @@ cdef class Kernel:
         self.G = gate_count(kind)
         self.I, self.H, self.P, self.L, self.D = I, H, P, L, D
         self.packed = []
-        self.step_ws = None
-        self.step_ws_busy = False
+        self.ws = None
+        self.ws_busy = False
         cdef LayerDims dims
         cdef RawWeights[float] rf
         cdef RawWeights[double] rd
@@ -292,17 +298,8 @@ cdef class Kernel:
         if lstm:
             _check(c, "c", self.typenum, N, self.H)
             _check(c1, "c1", self.typenum, N, self.H, -2, True)
-        cdef int64_t need = self._step_ws_size(N)
-        cdef cnp.ndarray ws
-        cdef bint shared = False
-        if not self.step_ws_busy and self.step_ws is not None and self.step_ws.shape[0] >= need:
-            ws = self.step_ws
-            shared = True
-        else:
-            ws = _aligned_empty(need, self.dtype)
-            if not self.step_ws_busy:
-                self.step_ws = ws
-                shared = True
+        cdef bint shared
+        cdef cnp.ndarray ws = self._take_ws(self._step_ws_size(N), &shared)
         cdef LayerDims dims
         dims.I, dims.H, dims.P = self.I, self.H, self.P
         cdef bint release = N * self.G * self.H * (self.I + self.P) >= GIL_RELEASE_WORK
@@ -316,8 +313,6 @@ cdef class Kernel:
         # weights the previous one read last (see step_forward); the results do not change.
         cdef bint backward = self.step_parity
         self.step_parity = not backward
-        if shared:
-            self.step_ws_busy = True
         try:
             if self.typenum == cnp.NPY_FLOAT32:
                 if release:
@@ -340,8 +335,148 @@ cdef class Kernel:
                                          <double*>hp, <const double*>cp, <double*>h1p,
                                          <double*>c1p, <double*>wsp, backward)
         finally:
-            if shared:
-                self.step_ws_busy = False
+            self._give_ws(shared)
+
+    cdef cnp.ndarray _take_ws(self, int64_t need, bint* shared):
+        """A workspace of `need` elements: the kernel's own (kept between calls, up to
+        WS_KEEP_BYTES) unless another call holds it, else a new one. *shared tells the caller to
+        hand it back (_give_ws). Taken and given back with the GIL held."""
+        cdef cnp.ndarray ws
+        shared[0] = False
+        if self.ws_busy:
+            return _aligned_empty(need, self.dtype)
+        if self.ws is not None and cnp.PyArray_DIMS(self.ws)[0] >= need:
+            ws = self.ws
+        else:
+            ws = _aligned_empty(need, self.dtype)
+            if need * cnp.PyArray_ITEMSIZE(ws) > WS_KEEP_BYTES:
+                return ws
+            self.ws = ws
+        self.ws_busy = True
+        shared[0] = True
+        return ws
+
+    cdef inline void _give_ws(self, bint shared):
+        if shared:
+            self.ws_busy = False
+
+    cdef int _sequence(self, int64_t T, int64_t N, bint batch_first, const void* xp,
+                       const int64_t* lp, const void* h0p, const void* c0p, void* yp, void* hnp,
+                       void* cnp_) except -1:
+        """Runs a sequence on checked pointers (forward and run check them)."""
+        cdef SeqShape s
+        s.T, s.N, s.I, s.H, s.P, s.L, s.D = T, N, self.I, self.H, self.P, self.L, self.D
+        s.batch_first = batch_first
+        cdef int64_t need
+        if self.typenum == cnp.NPY_FLOAT32:
+            need = sequence_workspace_size[float](self.isa_i, self.spec, s)
+        else:
+            need = sequence_workspace_size[double](self.isa_i, self.spec, s)
+        cdef bint shared
+        cdef cnp.ndarray ws = self._take_ws(need, &shared)
+        cdef void* wsp = cnp.PyArray_DATA(ws)
+        cdef bint release = T * N * self.L * self.D * self.G * self.H * (self.I + self.P) \
+            >= GIL_RELEASE_WORK
+        try:
+            if release:
+                with nogil:
+                    self._sequence_call(&s, xp, lp, h0p, c0p, yp, hnp, cnp_, wsp)
+            else:
+                self._sequence_call(&s, xp, lp, h0p, c0p, yp, hnp, cnp_, wsp)
+        finally:
+            self._give_ws(shared)
+        return 0
+
+    cdef void _sequence_call(self, const SeqShape* s, const void* xp, const int64_t* lp,
+                             const void* h0p, const void* c0p, void* yp, void* hnp, void* cnp_,
+                             void* wsp) noexcept nogil:
+        if self.typenum == cnp.NPY_FLOAT32:
+            sequence_forward[float](self.isa_i, self.spec, s[0], self.ptr_f.data(),
+                                    <const float*>xp, lp, <const float*>h0p, <const float*>c0p,
+                                    <float*>yp, <float*>hnp, <float*>cnp_, <float*>wsp)
+        else:
+            sequence_forward[double](self.isa_i, self.spec, s[0], self.ptr_d.data(),
+                                     <const double*>xp, lp, <const double*>h0p,
+                                     <const double*>c0p, <double*>yp, <double*>hnp,
+                                     <double*>cnp_, <double*>wsp)
+
+    def run(self, x, hx, lengths, bint batch_first):
+        """The common case of a module's sequence call, checked in C: x [T, N, I] ([N, T, I] if
+        batch_first) or unbatched [T, I]; hx None, or h0 [L*D, N, P] (unbatched [L*D, P]), for an
+        LSTM a tuple (h0, c0) of such arrays (c0 with H columns); lengths None or int64 [N] in
+        [1, T]; all C-contiguous, aligned NumPy arrays of the kernel's dtype -> (y, hn, cn), new
+        arrays in the caller's shape (cn None unless LSTM). Returns None for anything else (a
+        cast, a list, a missing half of an LSTM state, a device array, a bad shape or length):
+        the caller then takes the general path, which converts or reports. Same kernel call, so
+        the same results, as that path."""
+        if type(x) is not np.ndarray:
+            return None
+        cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+        if (nd != 2 and nd != 3) or not _plain_nd(x, nd, self.typenum):
+            return None
+        cdef cnp.npy_intp* xd = cnp.PyArray_DIMS(<cnp.ndarray>x)
+        cdef bint unbatched = nd == 2
+        cdef bint bf = batch_first and not unbatched
+        cdef int64_t T = xd[1] if bf else xd[0]
+        cdef int64_t N = 1 if unbatched else (xd[0] if bf else xd[1])
+        cdef bint lstm = self.kind == LSTM
+        cdef int64_t LD = self.L * self.D, n
+        if T < 1 or N < 1 or xd[nd - 1] != self.I:
+            return None
+        h0 = c0 = None
+        if hx is not None:
+            if not lstm:
+                h0 = hx
+            elif type(hx) is tuple and len(<tuple>hx) == 2:
+                h0, c0 = hx
+                if h0 is None or c0 is None:
+                    return None
+            else:
+                return None
+        if h0 is not None and not self._state_ok(h0, unbatched, LD, N, self.P):
+            return None
+        if c0 is not None and not self._state_ok(c0, unbatched, LD, N, self.H):
+            return None
+        cdef const int64_t* lp = NULL
+        if lengths is not None:
+            if type(lengths) is not np.ndarray or \
+                    not _plain_nd(lengths, 1, cnp.NPY_INT64) or \
+                    cnp.PyArray_DIMS(<cnp.ndarray>lengths)[0] != N:
+                return None
+            lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>lengths)
+            for n in range(N):
+                if lp[n] < 1 or lp[n] > T:
+                    return None
+        cdef cnp.npy_intp dims[3]
+        if unbatched:
+            dims[0], dims[1] = T, self.D * self.P
+        else:
+            dims[0], dims[1], dims[2] = (N, T, self.D * self.P) if bf else (T, N, self.D * self.P)
+        cdef cnp.ndarray y = cnp.PyArray_EMPTY(2 if unbatched else 3, dims, self.typenum, 0)
+        dims[0], dims[1], dims[2] = LD, N, self.P
+        if unbatched:
+            dims[1] = self.P
+        cdef cnp.ndarray hn = cnp.PyArray_EMPTY(nd, dims, self.typenum, 0)
+        cdef cnp.ndarray cn = None
+        if lstm:
+            dims[nd - 1] = self.H
+            cn = cnp.PyArray_EMPTY(nd, dims, self.typenum, 0)
+        self._sequence(T, N, bf, cnp.PyArray_DATA(<cnp.ndarray>x), lp,
+                       NULL if h0 is None else cnp.PyArray_DATA(<cnp.ndarray>h0),
+                       NULL if c0 is None else cnp.PyArray_DATA(<cnp.ndarray>c0),
+                       cnp.PyArray_DATA(y), cnp.PyArray_DATA(hn),
+                       cnp.PyArray_DATA(cn) if lstm else NULL)
+        return y, hn, cn
+
+    cdef bint _state_ok(self, object a, bint unbatched, int64_t LD, int64_t N, int64_t cols):
+        """a is a plain array [LD, N, cols] ([LD, cols] for an unbatched call)."""
+        cdef int nd = 2 if unbatched else 3
+        if not _plain_nd(a, nd, self.typenum):
+            return False
+        cdef cnp.npy_intp* d = cnp.PyArray_DIMS(<cnp.ndarray>a)
+        if unbatched:
+            return d[0] == LD and d[1] == cols
+        return d[0] == LD and d[1] == N and d[2] == cols
 
     def forward(self, cnp.ndarray x, cnp.ndarray lengths, cnp.ndarray h0, cnp.ndarray c0,
                 cnp.ndarray y, cnp.ndarray hn, cnp.ndarray cn, bint batch_first):
@@ -372,39 +507,17 @@ cdef class Kernel:
         cdef const int64_t* lp = NULL
         if lengths is not None:
             if cnp.PyArray_TYPE(lengths) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(lengths) \
-                    or cnp.PyArray_NDIM(lengths) != 1 or cnp.PyArray_DIMS(lengths)[0] != N:
-                raise ValueError(f"lengths: kernel expects a contiguous int64 array [N] = [{N}]")
+                    or not cnp.PyArray_ISNOTSWAPPED(lengths) or cnp.PyArray_NDIM(lengths) != 1 \
+                    or cnp.PyArray_DIMS(lengths)[0] != N:
+                raise ValueError(f"lengths: kernel expects a contiguous native int64 array [N] = "
+                                 f"[{N}]")
             lp = <const int64_t*>cnp.PyArray_DATA(lengths)
             for n in range(N):
                 if lp[n] < 1 or lp[n] > T:
                     raise ValueError(f"lengths: every entry must be in [1, T] = [1, {T}]")
-        cdef SeqShape s
-        s.T, s.N, s.I, s.H, s.P, s.L, s.D = T, N, self.I, self.H, self.P, self.L, self.D
-        s.batch_first = batch_first
-        cdef int64_t need
-        if self.typenum == cnp.NPY_FLOAT32:
-            need = sequence_workspace_size[float](self.isa_i, self.spec, s)
-        else:
-            need = sequence_workspace_size[double](self.isa_i, self.spec, s)
-        cdef cnp.ndarray ws = _aligned_empty(need, self.dtype)
-        cdef const void* xp = cnp.PyArray_DATA(x)
-        cdef const void* h0p = _ptr_or_null(h0)
-        cdef const void* c0p = _ptr_or_null(c0) if lstm else NULL
-        cdef void* yp = cnp.PyArray_DATA(y)
-        cdef void* hnp = cnp.PyArray_DATA(hn)
-        cdef void* cnp_ = cnp.PyArray_DATA(cn) if lstm else NULL
-        cdef void* wsp = cnp.PyArray_DATA(ws)
-        if self.typenum == cnp.NPY_FLOAT32:
-            with nogil:
-                sequence_forward[float](self.isa_i, self.spec, s, self.ptr_f.data(), <const float*>xp, lp,
-                                        <const float*>h0p, <const float*>c0p, <float*>yp,
-                                        <float*>hnp, <float*>cnp_, <float*>wsp)
-        else:
-            with nogil:
-                sequence_forward[double](self.isa_i, self.spec, s, self.ptr_d.data(), <const double*>xp, lp,
-                                         <const double*>h0p, <const double*>c0p, <double*>yp,
-                                         <double*>hnp, <double*>cnp_, <double*>wsp)
-
+        self._sequence(T, N, batch_first, cnp.PyArray_DATA(x), lp, _ptr_or_null(h0),
+                       _ptr_or_null(c0) if lstm else NULL, cnp.PyArray_DATA(y),
+                       cnp.PyArray_DATA(hn), cnp.PyArray_DATA(cn) if lstm else NULL)
 
 def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh, b_ih, b_hh,
              str isa, int64_t max_rows):
@@ -544,7 +657,7 @@ def activation(str name, cnp.ndarray x, str isa):
         which = 1
     else:
         raise ValueError(f"activation: expected 'sigmoid' or 'tanh', got {name!r}")
-    x = np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # native order: read as is
     cdef int typenum = cnp.PyArray_TYPE(x)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
@@ -616,7 +729,8 @@ cdef class Stream:
         cdef int nd = cnp.PyArray_NDIM(x) if x is not None else -1
         cdef cnp.npy_intp* xd
         cdef bint fast = False
-        if x is not None and cnp.PyArray_TYPE(x) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(x):
+        if x is not None and cnp.PyArray_TYPE(x) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(x) \
+                and cnp.PyArray_ISNOTSWAPPED(x):
             xd = cnp.PyArray_DIMS(x)
             fast = (nd == 2 and xd[0] == self.N and xd[1] == k.I) or \
                    (nd == 1 and self.N == 1 and xd[0] == k.I)
@@ -624,6 +738,15 @@ cdef class Stream:
             x = self._slow_input(x)
         cdef int nxt = 1 - self.cur
         cdef int64_t NP = self.N * k.P, NH = self.N * k.H
+        # out is checked before the step: a refused call leaves the state as it was.
+        if out is None:
+            out = np.empty(((<object>self.N, <object>k.P) if nd != 1 else (<object>k.P,)), dtype=k.dtype)
+        elif not (cnp.PyArray_TYPE(out) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(out)
+                  and cnp.PyArray_ISNOTSWAPPED(out) and cnp.PyArray_ISWRITEABLE(out)
+                  and cnp.PyArray_SIZE(out) == NP):
+            raise ValueError(f"out: expected a writable C-contiguous native {k.dtype} array of "
+                             f"[N, P] = [{self.N}, {k.P}] elements, got {out.dtype} "
+                             f"{(<object>out).shape}")
         cdef char* hb = <char*>cnp.PyArray_DATA(self.hbuf)
         cdef char* cb = <char*>cnp.PyArray_DATA(self.cbuf)
         cdef void* xp = cnp.PyArray_DATA(x)
@@ -642,13 +765,6 @@ cdef class Stream:
                                  <double*>h0, <double*>c0, <double*>h1, <double*>c1,
                                  <double*>wsp, nxt == 1)
         self.cur = nxt
-        if out is None:
-            out = np.empty(((<object>self.N, <object>k.P) if nd != 1 else (<object>k.P,)), dtype=k.dtype)
-        elif not (cnp.PyArray_TYPE(out) == k.typenum and cnp.PyArray_IS_C_CONTIGUOUS(out)
-                  and cnp.PyArray_ISWRITEABLE(out) and cnp.PyArray_SIZE(out) == NP):
-            raise ValueError(f"out: expected a writable C-contiguous {k.dtype} array of "
-                             f"[N, P] = [{self.N}, {k.P}] elements, got {out.dtype} "
-                             f"{(<object>out).shape}")
         memcpy(cnp.PyArray_DATA(out), h1, NP * esz)
         return out
 

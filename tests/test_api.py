@@ -39,7 +39,7 @@ BAD_DTYPES = [pytest.param(np.int32, id="int32"), pytest.param(np.int64, id="int
               pytest.param(np.bool_, id="bool"), pytest.param(np.complex128, id="complex"),
               pytest.param(object, id="object")]
 # Memory layouts that must give bitwise the same result as a C-contiguous array.
-LAYOUTS = ["fortran", "strided", "reversed", "readonly"]
+LAYOUTS = ["fortran", "strided", "reversed", "readonly", "byteswapped"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,8 @@ def _assert_like_reference(got, run_reference, dtype, what=""):
 
 def _relayout(a, how):
     """`a` (arrays in tuples/dicts, None kept) as equal arrays in another memory layout:
-    F-ordered, every other element of a wider buffer, negative strides, or read-only."""
+    F-ordered, every other element of a wider buffer, negative strides, read-only, or in the
+    other byte order (what a kernel must never read as if it were native)."""
     if a is None:
         return None
     if isinstance(a, tuple):
@@ -140,6 +141,12 @@ def _relayout(a, how):
     if how == "readonly":
         out = a.copy()
         out.flags.writeable = False
+        return out
+    if how == "byteswapped":
+        out = a.astype(a.dtype.newbyteorder())
+        assert out.dtype.byteorder != a.dtype.byteorder and out.dtype.byteorder != "="
+        assert out.tobytes() != a.tobytes() or not a.any()
+        np.testing.assert_array_equal(out, a)
         return out
     if how == "fortran" and a.ndim >= 2:
         out = np.asfortranarray(a)
@@ -1000,6 +1007,92 @@ def test_concurrent_calls_are_deterministic(variant, dtype, rng):
         results = list(pool.map(run, jobs))
     for (c, s), got in zip(jobs, results):
         _assert_bitwise(got, expected_cell[c] if c is not None else expected_seq[s])
+
+
+@pytest.mark.parametrize("batched,batch_first", [(True, False), (True, True), (False, False)],
+                         ids=["TN", "NT", "unbatched"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sequence_call_fast_path_matches_general_path(variant, batched, batch_first, rng,
+                                                      monkeypatch):
+    """A module's sequence call on plain arrays of its dtype takes a path checked in C
+    (Kernel.run, no SequenceCall); anything it does not take (another dtype, Fortran order, a
+    subclass, a byte-swapped array, hx as a list or with a missing half, int32 lengths, a bad shape
+    or length) goes the general way, with bitwise the same results and the same errors."""
+    from gatedkernels import _api
+
+    T, N, I, H = 4, 3, 5, 7
+    m = _module(variant, I, H, num_layers=2, bidirectional=True, batch_first=batch_first,
+                dtype=np.float32)
+    _, x, hx, lengths = _seq_inputs(variant, T, N, I, H, np.float32, rng, num_layers=2,
+                                    bidirectional=True, batch_first=batch_first, batched=batched)
+    if not batched:
+        lengths = np.array([T - 1])
+    lstm = _kind(variant) == "lstm"
+    general = _api.SequenceCall
+
+    def no_general_path(*args, **kw):
+        raise AssertionError("took the general path")
+
+    for h, ln in [(None, None), (hx, None), (None, lengths), (hx, lengths)]:
+        monkeypatch.setattr(_api, "SequenceCall", no_general_path)
+        fast = m(x, h, lengths=ln)
+        monkeypatch.setattr(_api, "SequenceCall", general)
+        # the same call with x as a list: cast by the general path
+        _assert_bitwise(fast, m(x.tolist(), h, lengths=ln), f"hx={h is not None}")
+        assert m._kernel.run(x, h, ln, batch_first) is not None
+    want = m(x, hx, lengths=lengths)
+    h0 = hx[0] if lstm else hx
+    others = [
+        (x.astype(np.float64), hx, lengths),
+        (np.asfortranarray(x), hx, lengths),
+        (x.view(np.ma.MaskedArray), hx, lengths),
+        (x.astype(x.dtype.newbyteorder()), hx, lengths),
+        (x, _cast(hx, np.float64), lengths),
+        (x, _relayout(hx, "fortran"), lengths),
+        (x, hx, lengths.astype(np.int32)),
+        (x, hx, lengths.tolist()),
+    ]
+    if lstm:
+        others.append((x, list(hx), lengths))
+    for args in others:
+        assert m._kernel.run(*args, batch_first) is None
+        _assert_bitwise(m(args[0], args[1], lengths=args[2]), want)
+    # read-only arrays are fine as they are
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert m._kernel.run(ro, hx, lengths, batch_first) is not None
+    # no fast path for what the general path rejects: the same errors
+    if lstm:
+        assert m._kernel.run(x, (hx[0], None), lengths, batch_first) is None
+        m(x, (hx[0], None), lengths=lengths)  # a missing half is zeros
+    bad_x = x[..., :I - 1].copy()
+    assert m._kernel.run(bad_x, hx, lengths, batch_first) is None
+    with pytest.raises(ValueError, match="^x: "):
+        m(bad_x, hx, lengths=lengths)
+    bad_h0 = h0[..., :-1].copy()
+    bad_hx = (bad_h0, hx[1]) if lstm else bad_h0
+    assert m._kernel.run(x, bad_hx, lengths, batch_first) is None
+    with pytest.raises(ValueError, match="^h0: "):
+        m(x, bad_hx, lengths=lengths)
+    for bad in (lengths + T, lengths * 0):
+        assert m._kernel.run(x, hx, bad, batch_first) is None
+        with pytest.raises(ValueError, match="^lengths: "):
+            m(x, hx, lengths=bad)
+    assert m._kernel.run(x, hx, np.concatenate([lengths, lengths]), batch_first) is None
+
+
+def test_sequence_workspace_kept_between_calls_of_any_size(rng):
+    """A kernel keeps one workspace between calls (up to 1 MiB) and grows it: calls of growing,
+    shrinking and larger-than-kept sizes, alternating with steps of a cell, give bitwise the
+    results of a fresh module."""
+    m = _module("lstm", 24, 40, num_layers=2, dtype=np.float32)
+    sd = m.state_dict()
+    shapes = [(2, 1), (40, 8), (1, 1), (3, 2), (700, 16), (5, 3)]  # 700x16: > 1 MiB of layers
+    for T, N in shapes:
+        x = rng.standard_normal((T, N, 24)).astype(np.float32)
+        fresh = _module("lstm", 24, 40, num_layers=2, dtype=np.float32)
+        fresh.load_state_dict(sd)
+        _assert_bitwise(m(x), fresh(x), f"T={T} N={N}")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -95,6 +95,21 @@ def test_stream_unbatched_and_casting(rng):
     assert s.step(x_strided).shape == (1, 7)
 
 
+def test_stream_byte_swapped_input_and_out(rng):
+    """x in the other byte order is converted, never read as native bytes; an out of the other
+    byte order is refused before the step, so the state does not move."""
+    cell = gk.LSTMCell(5, 7, seed=0)
+    a, b = cell.stream(2), cell.stream(2)
+    for _ in range(3):
+        x = rng.standard_normal((2, 5)).astype(np.float32)
+        swapped = x.astype(x.dtype.newbyteorder())
+        assert np.array_equal(b.step(swapped), a.step(x))
+    with pytest.raises(ValueError, match="out"):
+        b.step(x, np.empty((2, 7), np.dtype(np.float32).newbyteorder()))
+    assert np.array_equal(b.h, a.h) and np.array_equal(b.c, a.c)
+    assert np.array_equal(b.step(x), a.step(x))
+
+
 def test_stream_errors():
     cell = gk.LSTMCell(4, 6)
     s = cell.stream(2)
@@ -106,6 +121,10 @@ def test_stream_errors():
         s.step(np.zeros((2, 4), np.float32), np.empty((2, 5), np.float32))
     with pytest.raises(ValueError, match="out"):
         s.step(np.zeros((2, 4), np.float32), np.empty((2, 6), np.float64))
+    h = s.h
+    with pytest.raises(ValueError, match="out"):  # refused before the step: the state stays
+        s.step(np.ones((2, 4), np.float32), np.empty((2, 6), np.float32)[:, ::2])
+    assert np.array_equal(s.h, h)
     with pytest.raises(ValueError, match="batch_size"):
         cell.stream(0)
     with pytest.raises(ValueError, match="reference"):
