@@ -143,13 +143,21 @@ def gate_rows(kind):
 
 # --------------------------------------------------------------------------- functional cells
 
-# Functional cells get new weight arrays on every call and cannot keep them packed. Below this
-# many batch rows they read the raw PyTorch-layout weights directly (a dot product per weight row;
-# nothing is packed). From here on, packing once per call (one pass over the weights) and running
-# the register-tiled packed kernel costs less than the raw kernel's extra work per row. Measured
-# on the 2-core CI machine: the crossover is N = 4 at I = H = 64, N = 16 at
-# I = 256, H = 512 (bench/compare.py, gk_fn column).
-PACK_PER_CALL_ROWS = 16
+# Functional cells get new weight arrays on every call and cannot keep them packed. Below a
+# number of batch rows they read the raw PyTorch-layout weights directly (raw_step.h: nothing is
+# packed); from there on, packing once per call and running the packed kernel costs less. Packing
+# is one slow pass over the weights (0.55 ms for I = 128, H = 256), so the raw kernel wins up to
+# many rows. Measured on the 2-core CI machine (AVX-512, one thread, LSTM, per call, raw vs packed
+# per call): I = H = 64 equal at N = 64, raw 1.4x slower at 128; I = 128, H = 256 raw 1.9x faster
+# at 64, 1.4x at 128, 0.9x at 256; I = 256, H = 512 raw 2.4x at 64, 1.6x at 128, 1.08x at 256.
+# (K_SMALL, ROWS_SMALL, ROWS): with I + P < K_SMALL pack from ROWS_SMALL rows, else from ROWS.
+PACK_PER_CALL = (128, 64, 256)
+
+
+def pack_per_call(N, I, P):
+    """Whether a functional cell of N rows packs its weights for the call (see PACK_PER_CALL)."""
+    k_small, rows_small, rows = PACK_PER_CALL
+    return N >= (rows_small if I + P < k_small else rows)
 
 
 def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out=None):
@@ -157,7 +165,7 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out
     `out` is None, h1 or (h1, c1): caller-owned buffers written in place."""
     if out is None and w_hr is None:  # arrays that need no conversion: checked in C
         fast = _ext.raw_call(kind, lbr, relu, x, h, c, w_ih, w_hh, b_ih, b_hh,
-                             _config.get_isa(), PACK_PER_CALL_ROWS)
+                             _config.get_isa(), PACK_PER_CALL)
         if fast is not None:
             return fast
     if device_kind(x) is not None:  # a CUDA array: the GPU path, outputs of the same kind
@@ -198,7 +206,7 @@ def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out
     if kind == LSTM:
         c = cell_state(c, "c", "H", N, H, dt, unbatched)
     h1, c1, ret = _outputs(kind, out, N, H, P, dt, (X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr))
-    if N < PACK_PER_CALL_ROWS:
+    if not pack_per_call(N, X.shape[1], P):
         _ext.raw_step(kind, lbr, relu, X, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, h1, c1,
                       _config.get_isa())
     else:
@@ -231,8 +239,8 @@ def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, out=None):
 
     x [N, I] or [I]; hx = (h [N, P], c [N, H]) or None (zeros); weights in PyTorch layout:
     w_ih [4*H, I], w_hh [4*H, P], b_ih/b_hh [4*H] or None, w_hr [P, H] (projection) or None.
-    Computes in x's dtype. Below PACK_PER_CALL_ROWS batch rows the raw weights are read as given
-    (nothing packed or cached); from there on they are packed once per call. ``out=(h1, c1)``
+    Computes in x's dtype. Below 64 or 256 batch rows (PACK_PER_CALL) the raw weights are read as
+    given (nothing packed or cached); from there on they are packed once per call. ``out=(h1, c1)``
     writes into caller-owned buffers (no allocation) and returns them.
     """
     h, c = split_lstm_hx(hx)

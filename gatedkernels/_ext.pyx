@@ -520,8 +520,10 @@ cdef class Kernel:
                        cnp.PyArray_DATA(hn), cnp.PyArray_DATA(cn) if lstm else NULL)
 
 def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh, b_ih, b_hh,
-             str isa, int64_t max_rows):
-    """The common case of a functional cell call, checked in C: x [N, I] with N < max_rows, h
+             str isa, tuple pack_rows):
+    """The common case of a functional cell call, checked in C: x [N, I] with fewer rows than
+    the API packs weights for (pack_rows = (K_SMALL, ROWS_SMALL, ROWS): from ROWS_SMALL rows if
+    I + H < K_SMALL, else from ROWS; see _api.PACK_PER_CALL), h
     [N, H], c [N, H] (LSTM), w_ih [G*H, I], w_hh [G*H, H], b_ih/b_hh [G*H] or None, all
     C-contiguous, aligned NumPy arrays of x's dtype -> (h1, c1) new arrays (c1 None unless LSTM).
     Returns None for anything else (casts, a 1-d x, a missing state, a projection, device
@@ -541,7 +543,9 @@ def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh,
     cdef cnp.npy_intp* xd = cnp.PyArray_DIMS(<cnp.ndarray>x)
     cdef cnp.npy_intp* wd = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)
     cdef int64_t N = xd[0], I = xd[1], GH = wd[0], H = wd[0] // G
-    if N < 1 or N >= max_rows or I < 1 or H < 1 or GH != G * H or wd[1] != H:
+    if N < 1 or I < 1 or H < 1 or GH != G * H or wd[1] != H:
+        return None
+    if N >= (<int64_t>pack_rows[1] if I + H < <int64_t>pack_rows[0] else <int64_t>pack_rows[2]):
         return None
     cdef cnp.npy_intp* d = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)
     if d[0] != GH or d[1] != I:

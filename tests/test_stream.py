@@ -229,7 +229,7 @@ def test_cell_call_fast_path_matches_general_path(name, make, rng):
 @pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
 def test_functional_call_fast_path_matches_general_path(name, make, rng):
     """The functional cells take a path checked in C (_ext.raw_call) for plain arrays of one
-    dtype; casts, Fortran order, a batch of PACK_PER_CALL_ROWS or more, and bad shapes go the
+    dtype; casts, Fortran order, a batch that pack_per_call packs for, and bad shapes go the
     general way, with the same results and the same errors."""
     from gatedkernels import _api, _ext
 
@@ -253,7 +253,7 @@ def test_functional_call_fast_path_matches_general_path(name, make, rng):
         return out if lstm else (out, None)
 
     def fast(x, h, c, w):
-        return _ext.raw_call(kind, lbr, relu, x, h, c, *w, gk.get_isa(), _api.PACK_PER_CALL_ROWS)
+        return _ext.raw_call(kind, lbr, relu, x, h, c, *w, gk.get_isa(), _api.PACK_PER_CALL)
 
     want = fast(x, h, c, w)
     assert want is not None
@@ -270,8 +270,12 @@ def test_functional_call_fast_path_matches_general_path(name, make, rng):
         assert np.array_equal(run(*args)[0], want[0])
     assert fast(*general[3]) is not None
     assert np.array_equal(fast(*general[3])[0], run(*general[3])[0])
-    # a batch of PACK_PER_CALL_ROWS rows is packed per call: the general path
-    R = _api.PACK_PER_CALL_ROWS
+    # a batch of as many rows as pack_per_call takes is packed per call: the general path
+    R = _api.PACK_PER_CALL[1]
+    assert I + H < _api.PACK_PER_CALL[0] and _api.pack_per_call(R, I, H)
+    assert not _api.pack_per_call(R - 1, I, H)
+    assert fast(*(np.ascontiguousarray(np.tile(a, (R, 1))[:R - 1]) for a in (x, h, c)), w) \
+        is not None
     xb, hb, cb = (np.ascontiguousarray(np.tile(a, (R, 1))[:R]) for a in (x, h, c))
     assert fast(xb, hb, cb, w) is None
     assert np.allclose(run(xb, hb, cb, w)[0][:N], want[0], rtol=1e-5, atol=1e-6)
