@@ -7,7 +7,8 @@ A build is a directory that holds a built `gatedkernels` package (a checkout aft
 `python setup.py build_ext --inplace`, or a site-packages directory). A case is
 `kind:T:N:H` (a T-step sequence of gk.LSTM / GRU / RNN(H, H) on x [T, N, H]) or
 `kindcell:I:N:H` (one zero-allocation stream step of gk.LSTMCell / GRUCell / RNNCell(I, H) on
-N rows), float32, one thread (--threads: more).
+N rows) or `kindfn:I:N:H` (one functional step, gk.lstm_cell / gru_cell / rnn_cell, on raw
+PyTorch-layout weights), float32, one thread (--threads: more).
 
 Why processes and not one process: two builds in one process (threads_speedup.py --before) share
 the core's L2. A step at (8, 128, 256) reads 1.5 MiB of weights, and with two builds' weights
@@ -34,7 +35,19 @@ for case in sys.argv[2:]:
     kind, a, n, h = case.split(":")
     a, n, h = int(a), int(n), int(h)
     rng = np.random.default_rng(0)
-    if kind.endswith("cell"):
+    if kind.endswith("fn"):  # a functional cell on raw PyTorch-layout weights
+        base = kind[:-2]
+        cls = {"lstm": gk.LSTMCell, "gru": gk.GRUCell, "rnn": gk.RNNCell}[base]
+        sd = cls(a, h, seed=0).state_dict()
+        w = [np.array(sd[k]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        x = rng.standard_normal((n, a)).astype(np.float32)
+        h0 = rng.standard_normal((n, h)).astype(np.float32)
+        call = getattr(gk, base + "_cell")
+        hx = (h0, h0.copy()) if base == "lstm" else h0
+        fn = lambda: call(x, hx, *w)
+        out = fn()
+        digest = hashlib.sha1(np.asarray(out[0] if base == "lstm" else out).tobytes()).hexdigest()[:12]
+    elif kind.endswith("cell"):
         cls = {"lstm": gk.LSTMCell, "gru": gk.GRUCell, "rnn": gk.RNNCell}[kind[:-4]]
         x = rng.standard_normal((n, a)).astype(np.float32)
         stream = cls(a, h, seed=0).stream(n)
