@@ -145,13 +145,12 @@ def gate_rows(kind):
 
 # Functional cells get new weight arrays on every call and cannot keep them packed. Below a
 # number of batch rows they read the raw PyTorch-layout weights directly (raw_step.h: nothing is
-# packed); from there on, packing once per call and running the packed kernel costs less. Packing
-# is one slow pass over the weights (0.55 ms for I = 128, H = 256), so the raw kernel wins up to
-# many rows. Measured on the 2-core CI machine (AVX-512, one thread, LSTM, per call, raw vs packed
-# per call): I = H = 64 equal at N = 64, raw 1.4x slower at 128; I = 128, H = 256 raw 1.9x faster
-# at 64, 1.4x at 128, 0.9x at 256; I = 256, H = 512 raw 2.4x at 64, 1.6x at 128, 1.08x at 256.
+# packed); from there on, packing once per call (one pass over the weights: 0.22 ms for an LSTM
+# of I = 128, H = 256) and running the packed kernel costs less. Measured on the 2-core CI machine
+# (AVX-512, one thread, LSTM, per call), the raw kernel against packing per call is equal at
+# N = 40-48 for I = H = 64, N = 80-90 for I = 128, H = 256, and N = 150 for I = 256, H = 512.
 # (K_SMALL, ROWS_SMALL, ROWS): with I + P < K_SMALL pack from ROWS_SMALL rows, else from ROWS.
-PACK_PER_CALL = (128, 64, 256)
+PACK_PER_CALL = (256, 48, 128)
 
 
 def pack_per_call(N, I, P):
@@ -239,7 +238,7 @@ def lstm_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, out=None):
 
     x [N, I] or [I]; hx = (h [N, P], c [N, H]) or None (zeros); weights in PyTorch layout:
     w_ih [4*H, I], w_hh [4*H, P], b_ih/b_hh [4*H] or None, w_hr [P, H] (projection) or None.
-    Computes in x's dtype. Below 64 or 256 batch rows (PACK_PER_CALL) the raw weights are read as
+    Computes in x's dtype. Below 48 or 128 batch rows (PACK_PER_CALL) the raw weights are read as
     given (nothing packed or cached); from there on they are packed once per call. ``out=(h1, c1)``
     writes into caller-owned buffers (no allocation) and returns them.
     """

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("isa")
 CELL_VARIANTS, VARIANT_IDS = _helpers.CELL_VARIANTS, _helpers.VARIANT_IDS
 DTYPES = [np.float64, np.float32]
 # (N, I, H)
-# N = 64 and 65 (I + H < 128) take the functional cells' pack-once-per-call path
+# N = 64 and 65 (I + H < 256) take the functional cells' pack-once-per-call path
 # (_api.pack_per_call); 25 and 26 rows two chunks of the raw kernel (raw_step.h, kRawChunk = 24).
 CELL_SHAPES = [(1, 1, 1), (1, 5, 7), (3, 4, 33), (2, 9, 8), (5, 3, 17), (4, 16, 64), (7, 12, 5),
                (16, 3, 5), (17, 6, 19), (25, 37, 23), (26, 9, 40), (64, 3, 5), (65, 6, 19)]
