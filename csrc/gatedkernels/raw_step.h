@@ -21,12 +21,13 @@ namespace GK_ISA {
 // product. Summing each one across its vector's lanes on its own (a shuffle-and-add tree per
 // output) cost more than its FMAs at K = 64-384. Instead VB weight rows are taken at a time
 // against up to kRawRows input rows: each (weight row, input row) pair keeps one vector of lane
-// partial sums (lane l adds k = l, l + VB, ... in order; a short last vector is zero-padded), and
-// the VB partial vectors of an input row are then folded into one vector of VB sums by a fixed
-// tree of two-source shuffles (lane_sums): about 3 operations per sum instead of 8, and the sums
-// come out lane by unit, ready for the vectorized epilogue. The arithmetic of every sum is the
-// same whatever the batch size and wherever its row falls in a group, so results do not depend
-// on N.
+// partial sums (lane l adds k = l, l + VB, ... in order, over the whole vectors of K), and the
+// VB partial vectors of an input row are then folded into one vector of VB sums by a fixed tree
+// of two-source shuffles (lane_sums): about 3 operations per sum instead of 8, and the sums come
+// out lane by unit, ready for the vectorized epilogue; the last K % VB k follow by FMA (see
+// raw_sums). The folds use GCC's __builtin_shuffle (GCC builds this project). The arithmetic of
+// every sum is the same whatever the batch size and wherever its row falls in a group, so
+// results do not depend on N.
 
 template <typename T>
 using RawLane = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
