@@ -182,9 +182,11 @@ GK_INLINE Lanes<T, 1> as_lanes(const Vec<T>& v) {
 constexpr int kRawChunk = 24;
 
 // sums[n][g] lane q = W[g * H + j0 + q] . a[c0 + n] (+ bias) for q < nr, g < G, n < m rows of
-// a [*, lda] (m <= kRawChunk).
+// a [*, lda] (m <= kRawChunk). Not inlined: one copy per (T, G) serves every call site (the
+// cells call it 13 times), which keeps the three ISA builds' compile time down; a call per block
+// and chunk costs nothing measurable.
 template <typename T, int G>
-GK_INLINE void raw_block(const T* W, int64_t K, int64_t H, int64_t j0, int64_t nr, const T* bias,
+__attribute__((noinline)) void raw_block(const T* W, int64_t K, int64_t H, int64_t j0, int64_t nr, const T* bias,
                          const T* a, int64_t lda, int64_t m, Vec<T> (&sums)[kRawChunk][G]) {
   for (int g = 0; g < G; ++g)
     for (int64_t n0 = 0; n0 < m; n0 += kRawRows) {
