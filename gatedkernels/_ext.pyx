@@ -256,29 +256,37 @@ cdef class Kernel:
 
     def call(self, x, h, c):
         """The common case of a module's cell call, checked in C: x [N, I], h [N, P] and (LSTM)
-        c [N, H], all C-contiguous, aligned NumPy arrays of the kernel's dtype -> (h1, c1) new
-        arrays (c1 None unless LSTM). Returns None for anything else (a cast, a 1-d x, a missing
-        state, a device array, a bad shape): the caller then takes the general path, which
-        converts or reports. Same kernel call, so the same results, as that path."""
+        c [N, H], all C-contiguous, aligned NumPy arrays of the kernel's dtype, or None for a
+        zero state -> (h1, c1) new arrays (c1 None unless LSTM). Returns None for anything else
+        (a cast, a 1-d x, a device array, a bad shape): the caller then takes the general path,
+        which converts or reports. Same kernel call, so the same results, as that path."""
         cdef bint lstm = self.kind == LSTM
-        if self.L != 1 or self.D != 1 or not _plain_nd(x, 2, self.typenum) or \
-                not _plain_nd(h, 2, self.typenum) or (lstm and not _plain_nd(c, 2, self.typenum)):
+        if self.L != 1 or self.D != 1 or not _plain_nd(x, 2, self.typenum):
             return None
-        cdef cnp.ndarray X = <cnp.ndarray>x, Hx = <cnp.ndarray>h, C = None
+        cdef cnp.ndarray X = <cnp.ndarray>x, Hx, C = None
         cdef int64_t N = cnp.PyArray_DIMS(X)[0]
-        if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I or cnp.PyArray_DIMS(Hx)[0] != N or \
-                cnp.PyArray_DIMS(Hx)[1] != self.P:
+        if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I:
             return None
-        if lstm:
-            C = <cnp.ndarray>c
-            if cnp.PyArray_DIMS(C)[0] != N or cnp.PyArray_DIMS(C)[1] != self.H:
-                return None
         cdef cnp.npy_intp dims[2]
         dims[0], dims[1] = N, self.P
+        if h is None:
+            Hx = cnp.PyArray_ZEROS(2, dims, self.typenum, 0)
+        elif _plain_nd(h, 2, self.typenum) and cnp.PyArray_DIMS(<cnp.ndarray>h)[0] == N and \
+                cnp.PyArray_DIMS(<cnp.ndarray>h)[1] == self.P:
+            Hx = <cnp.ndarray>h
+        else:
+            return None
         cdef cnp.ndarray h1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         cdef cnp.ndarray c1 = None
         if lstm:
             dims[1] = self.H
+            if c is None:
+                C = cnp.PyArray_ZEROS(2, dims, self.typenum, 0)
+            elif _plain_nd(c, 2, self.typenum) and cnp.PyArray_DIMS(<cnp.ndarray>c)[0] == N and \
+                    cnp.PyArray_DIMS(<cnp.ndarray>c)[1] == self.H:
+                C = <cnp.ndarray>c
+            else:
+                return None
             c1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         self.step(X, Hx, C, h1, c1)
         return h1, c1

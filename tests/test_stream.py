@@ -217,8 +217,11 @@ def test_cell_call_fast_path_matches_general_path(name, make, rng):
     assert k.call(x[0], h[0], c[0]) is None
     got = run(x[:1][0], h[:1][0], c[:1][0])
     assert got[0].shape == (H,)
-    # a missing state is zeros; a bad shape is the general path's ValueError
-    assert k.call(x, None, c) is None
+    # a missing state is zeros, made in C too; a bad shape is the general path's ValueError
+    zeros = np.zeros_like(h)
+    assert np.array_equal(k.call(x, None, c)[0], k.call(x, zeros, c)[0])
+    assert np.array_equal(k.call(x, h, None)[0], k.call(x, h, zeros)[0])
+    assert np.array_equal(cell(x)[0] if lstm else cell(x), k.call(x, zeros, zeros)[0])
     with pytest.raises(ValueError, match="h"):
         run(x, h[:, :H - 1].copy(), c)
     assert k.call(x, h[:, :H - 1].copy(), c) is None
