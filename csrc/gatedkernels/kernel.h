@@ -1054,10 +1054,12 @@ struct Rnn {
 // Threads for a call whose time steps each do `flops_per_step` of recurrent work: one below the
 // threshold, never more than there are hidden blocks to share. A sequence wakes the pool once and
 // then meets at a barrier every step (a microsecond or two): 2.5e5 flops per thread per step pay
-// for that. A single step call pays the wake-up (tens of microseconds) for one step: it needs
-// about 4e6 flops per thread.
+// for that. A single step call pays the wake-up (about 9 us on the 2-vCPU CI machine) for one
+// step: 1.5e6 flops per thread. Measured there, LSTM stream steps at 2 threads against 1 (min of
+// 2 x 7 interleaved timeit runs): (N, I, H) = (4, 128, 256) 1.25x, (8, 128, 256) 1.55x,
+// (16, 64, 128) 1.20x, (1, 256, 512) 2.62x; the earlier 4e6 kept all of these on one thread.
 inline int threads_for(double flops_per_step, int64_t blocks, bool single_step = false) {
-  const double min_flops_per_thread = single_step ? 4e6 : 2.5e5;
+  const double min_flops_per_thread = single_step ? 1.5e6 : 2.5e5;
   int n = get_num_threads();
   const double by_work = flops_per_step / min_flops_per_thread;
   if (by_work < n) n = by_work < 1 ? 1 : static_cast<int>(by_work);
