@@ -269,27 +269,29 @@ cdef class Kernel:
             return None
         cdef cnp.npy_intp dims[2]
         dims[0], dims[1] = N, self.P
-        if h is None:
-            Hx = cnp.PyArray_ZEROS(2, dims, self.typenum, 0)
-        elif _plain_nd(h, 2, self.typenum) and cnp.PyArray_DIMS(<cnp.ndarray>h)[0] == N and \
-                cnp.PyArray_DIMS(<cnp.ndarray>h)[1] == self.P:
-            Hx = <cnp.ndarray>h
-        else:
+        Hx = self._cell_state(h, dims)
+        if Hx is None:
             return None
         cdef cnp.ndarray h1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         cdef cnp.ndarray c1 = None
         if lstm:
             dims[1] = self.H
-            if c is None:
-                C = cnp.PyArray_ZEROS(2, dims, self.typenum, 0)
-            elif _plain_nd(c, 2, self.typenum) and cnp.PyArray_DIMS(<cnp.ndarray>c)[0] == N and \
-                    cnp.PyArray_DIMS(<cnp.ndarray>c)[1] == self.H:
-                C = <cnp.ndarray>c
-            else:
+            C = self._cell_state(c, dims)
+            if C is None:
                 return None
             c1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
         self.step(X, Hx, C, h1, c1)
         return h1, c1
+
+    cdef cnp.ndarray _cell_state(self, object a, cnp.npy_intp* dims):
+        """call()'s state a as an array of dims [N, cols]: zeros for None, a itself if it is a
+        plain array of those dims, else None (the general path)."""
+        if a is None:
+            return cnp.PyArray_ZEROS(2, dims, self.typenum, 0)
+        if _plain_nd(a, 2, self.typenum) and cnp.PyArray_DIMS(<cnp.ndarray>a)[0] == dims[0] and \
+                cnp.PyArray_DIMS(<cnp.ndarray>a)[1] == dims[1]:
+            return <cnp.ndarray>a
+        return None
 
     def step(self, cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray h1, cnp.ndarray c1):
         """One time step of a single-layer, single-direction kernel.
