@@ -46,16 +46,16 @@ GK_INLINE X relu(X x) {
 template <class X>
 GK_INLINE X expm1_reduced_f(X y, X& n) {
   const float kShift = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
-  n = (y * 1.44269504088896341f + kShift) - kShift;
-  X r = y - n * 0.693359375f;                    // ln 2 split so n * hi is exact
-  r = r - n * -2.12194440e-4f;
+  n = fmadd(y, X(1.44269504088896341f), X(kShift)) - kShift;
+  X r = fmadd(n, X(-0.693359375f), y);           // ln 2 split so n * hi is exact
+  r = fmadd(n, X(2.12194440e-4f), r);
   X p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  return p * (r * r) + r;
+  p = fmadd(p, r, X(1.3981999507e-3f));
+  p = fmadd(p, r, X(8.3334519073e-3f));
+  p = fmadd(p, r, X(4.1665795894e-2f));
+  p = fmadd(p, r, X(1.6666665459e-1f));
+  p = fmadd(p, r, X(5.0000001201e-1f));
+  return fmadd(p, r * r, r);
 }
 
 // exp(x) for x <= 0, float. Valid on [-inf, 0]; exact 0 below about -103.97.
@@ -89,8 +89,8 @@ GK_INLINE X tanh_f(X x) {
   X n;
   const X em1 = expm1_reduced_f(y, n);
   const X s = times_pow2(X(1.0f), n);            // 2^n, n in [-58, 0]: s - 1 and s + 1 exact
-  const X num = (1.0f - s) - s * em1;
-  const X den = s * em1 + (s + 1.0f);
+  const X num = fmadd(-s, em1, 1.0f - s);
+  const X den = fmadd(s, em1, s + 1.0f);
   return copysign_of(num / den, x);              // tanh(-0) = -0
 }
 
@@ -107,22 +107,22 @@ template <class X>
 GK_INLINE ExpParts<X> exp_parts_nonpos(X y) {
   y = at_least(y, X(-746.0));
   const double kShift = 6755399441055744.0;  // 1.5 * 2^52
-  X n = (y * 1.4426950408889634074 + kShift) - kShift;
-  X r = y - n * 6.93147180369123816490e-01;  // ln 2, high part (exact for |n| < 2^11)
-  r = r - n * 1.90821492927058770002e-10;    // ln 2, low part
-  X p = 1.0 / 6227020800.0;                  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  const X em1 = p * (r * r) + r;  // expm1(r)
+  X n = fmadd(y, X(1.4426950408889634074), X(kShift)) - kShift;
+  X r = fmadd(n, X(-6.93147180369123816490e-01), y);  // ln 2, high part (n * it exact, |n| < 2^11)
+  r = fmadd(n, X(-1.90821492927058770002e-10), r);    // ln 2, low part
+  X p = 1.0 / 6227020800.0;                           // 1/13!
+  p = fmadd(p, r, X(1.0 / 479001600.0));
+  p = fmadd(p, r, X(1.0 / 39916800.0));
+  p = fmadd(p, r, X(1.0 / 3628800.0));
+  p = fmadd(p, r, X(1.0 / 362880.0));
+  p = fmadd(p, r, X(1.0 / 40320.0));
+  p = fmadd(p, r, X(1.0 / 5040.0));
+  p = fmadd(p, r, X(1.0 / 720.0));
+  p = fmadd(p, r, X(1.0 / 120.0));
+  p = fmadd(p, r, X(1.0 / 24.0));
+  p = fmadd(p, r, X(1.0 / 6.0));
+  p = fmadd(p, r, X(0.5));
+  const X em1 = fmadd(p, r * r, r);  // expm1(r)
   return ExpParts<X>{times_pow2(X(1.0), n), em1};  // 2^n, n in [-1077, 0], rounded once
 }
 
@@ -139,7 +139,7 @@ GK_INLINE X sigmoid_d(X x) {
 template <class X>
 GK_INLINE X tanh_d(X x) {
   const ExpParts<X> p = exp_parts_nonpos(-2.0 * abs_of(x));
-  const X e = p.scale * p.em1 + (p.scale - 1.0);  // expm1(-2|x|)
+  const X e = fmadd(p.scale, p.em1, p.scale - 1.0);  // expm1(-2|x|)
   const X t = -e / (e + 2.0);
   return copysign_of(t, x);
 }

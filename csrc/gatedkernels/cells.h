@@ -22,14 +22,14 @@ GK_INLINE void lstm_pointwise(T pre_i, T pre_f, T pre_g, T pre_o, T c, T& c1, T&
   const T f = sigmoid(pre_f);
   const T g = tanh_act(pre_g);
   const T o = sigmoid(pre_o);
-  c1 = f * c + i * g;
+  c1 = fmadd(f, c, i * g);
   h1 = o * tanh_act(c1);
 }
 
 // GRU blend h' = (1 - z) * n + z * h (the order of SPEC §2, ONNX Runtime and cuDNN).
 template <typename T>
 GK_INLINE T gru_blend(T z, T n, T h) {
-  return (T(1) - z) * n + z * h;
+  return fmadd(T(1) - z, n, z * h);
 }
 
 // GRU, linear_before_reset = true:  n = tanh(x_n + r * (W_hn h + b_hn)).
@@ -38,7 +38,7 @@ template <typename T>
 GK_INLINE T gru_lbr_pointwise(T pre_r, T pre_z, T xn, T hn, T h) {
   const T r = sigmoid(pre_r);
   const T z = sigmoid(pre_z);
-  const T n = tanh_act(xn + r * hn);
+  const T n = tanh_act(fmadd(r, hn, xn));
   return gru_blend(z, n, h);
 }
 

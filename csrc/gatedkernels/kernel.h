@@ -383,7 +383,7 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
       for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
       for (int r = 0; r < R; ++r) {
         const Vec<T> b = splat(a[r][k + s]);
-        for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
+        for (int g = 0; g < G; ++g) acc[s][r][g] = vfmadd<T>(b, w[g], acc[s][r][g]);
       }
     }
   for (int s = 0; k < k1; ++k, ++s) {
@@ -391,7 +391,7 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
     for (int g = 0; g < G; ++g) w[g] = vload(block + (k * GS + g) * VB);
     for (int r = 0; r < R; ++r) {
       const Vec<T> b = splat(a[r][k]);
-      for (int g = 0; g < G; ++g) acc[s][r][g] += b * w[g];
+      for (int g = 0; g < G; ++g) acc[s][r][g] = vfmadd<T>(b, w[g], acc[s][r][g]);
     }
   }
   for (int s = 1; s < S; ++s)

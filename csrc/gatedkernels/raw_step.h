@@ -93,7 +93,7 @@ GK_INLINE void raw_partials(const T* const* w, const T* const* x, int64_t K,
 #ifdef GK_X86
       if constexpr (RX > 1) asm("" : "+v"(wv));
 #endif
-      for (int n = 0; n < RX; ++n) acc[n][q] += wv * xv[n];
+      for (int n = 0; n < RX; ++n) acc[n][q] = vfmadd<T>(wv, xv[n], acc[n][q]);
     }
   }
 }
@@ -145,7 +145,7 @@ GK_INLINE void raw_sums(const T* W, int64_t K, int64_t r0, int64_t nr, const T* 
   }
   for (int n = 0; n < RX; ++n) {
     Vec<T> sum = lane_sums<T>(part[n]);
-    for (int64_t t = 0; t < K - K1; ++t) sum += col[t] * splat(x[n][K1 + t]);
+    for (int64_t t = 0; t < K - K1; ++t) sum = vfmadd<T>(col[t], splat(x[n][K1 + t]), sum);
     out[n] = bias ? sum + bv : sum;
   }
 #if defined(__GNUC__) && !defined(__clang__)

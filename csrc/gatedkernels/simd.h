@@ -19,11 +19,17 @@
 #include <cstdint>
 #include <cstring>
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>  // vmaxps/pd (at_least); vscalef (times_pow2), the AVX-512 build only
+#include <immintrin.h>  // vfmadd (fmadd); vmaxps/pd (at_least); vscalef (times_pow2, AVX-512)
 #define GK_X86 1
 #if GK_VB_BYTES == 64
 #define GK_HAVE_SCALEF 1
 #endif
+#if GK_VB_BYTES >= 32  // the AVX2 and AVX-512 builds; the x86-64 baseline (SSE2) has no FMA
+#define GK_HAVE_FMA 1
+#endif
+#elif defined(__aarch64__)
+#include <arm_neon.h>  // vfmaq (fmadd): every AArch64 core has FMA
+#define GK_HAVE_FMA 1
 #endif
 
 namespace gatedkernels {
@@ -65,6 +71,35 @@ GK_INLINE Vec<T> vload(const T* p) {
 template <typename T>
 GK_INLINE void vstore(const Vec<T>& v, T* p) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// a * b + c, rounded once where the build has FMA (AVX2, AVX-512, AArch64), else twice.
+// Every multiply-add of the kernels is written with it: the library is compiled with
+// -ffp-contract=off (setup.py), so the compiler fuses nothing on its own. Where GCC may fuse a
+// product into an add (-ffp-contract=fast) depends on the code around it after inlining (it
+// only fuses within one basic block, for instance), so two instantiations of the same code
+// could round differently. Seen on AArch64 (NEON, GCC 12, -O2): the RNN step's copy in the
+// two-thread sequence computed tanh with separate multiplies and adds where the one-thread copy
+// fused them, and the thread count changed the last bit of ~25% of the outputs
+// (tests/native/kernel_check.cc, run under qemu, found it).
+template <typename T>
+GK_INLINE Vec<T> vfmadd(const Vec<T>& a, const Vec<T>& b, const Vec<T>& c) {
+#if defined(GK_HAVE_FMA) && defined(GK_X86)
+  constexpr bool f = sizeof(T) == 4;
+  if constexpr (GK_VB_BYTES == 64)
+    return f ? (Vec<T>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c)
+             : (Vec<T>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+  else
+    return f ? (Vec<T>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c)
+             : (Vec<T>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#elif defined(GK_HAVE_FMA)  // AArch64: vfmaq(c, a, b) = c + a * b, fused
+  if constexpr (sizeof(T) == 4)
+    return (Vec<T>)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
+  else
+    return (Vec<T>)vfmaq_f64((float64x2_t)c, (float64x2_t)a, (float64x2_t)b);
+#else
+  return a * b + c;
+#endif
 }
 
 // All lanes = v, as one broadcast (folded into the FMA's memory operand). v - 0 is v for every
@@ -124,6 +159,21 @@ struct ElemOf<Lanes<T, M>> {
 
 // ---- The operations the activations use besides + - * /, on scalars and on Lanes. ----------
 // Scalars: plain C++, which GCC vectorizes in the loops over lanes (raw_step.h).
+
+// a * b + c: see vfmadd.
+#ifdef GK_HAVE_FMA
+GK_INLINE float fmadd(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+GK_INLINE double fmadd(double a, double b, double c) { return __builtin_fma(a, b, c); }
+#else
+GK_INLINE float fmadd(float a, float b, float c) { return a * b + c; }
+GK_INLINE double fmadd(double a, double b, double c) { return a * b + c; }
+#endif
+template <typename T, int M>
+GK_INLINE Lanes<T, M> fmadd(const Lanes<T, M>& a, const Lanes<T, M>& b, const Lanes<T, M>& c) {
+  Lanes<T, M> r;
+  for (int m = 0; m < M; ++m) r.v[m] = vfmadd<T>(a.v[m], b.v[m], c.v[m]);
+  return r;
+}
 
 // a < b ? x : y (NaN compares false: y).
 GK_INLINE float if_less(float a, float b, float x, float y) { return a < b ? x : y; }
