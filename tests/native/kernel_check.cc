@@ -7,10 +7,11 @@
 // build of kernels_generic.cc) and runs it under qemu-user. Exit status 0 when every check holds.
 //
 // Checked per (build, dtype, cell variant, shape):
-//   step_forward (packed weights) and raw_step_forward (PyTorch-layout weights) against one
-//   reference step; sequence_forward (2 layers, both directions, ragged lengths, both layouts,
-//   given or zero initial states) against the reference sequence; the sequence and a large step
-//   on 1 and 2 threads, bitwise equal (SPEC §6: the thread count changes no bit).
+//   step_forward (packed weights; blocks in both orders, bitwise the same) and raw_step_forward
+//   (PyTorch-layout weights) against one reference step, with and without biases;
+//   sequence_forward (2 layers, both directions, ragged lengths, both layouts, given or zero
+//   initial states) against the reference sequence; the sequence and a large step on 1 and 2
+//   threads, bitwise equal (SPEC §6: the thread count changes no bit).
 // Tolerances are SPEC §6's: float64 per element |got - oracle| <= 1e-12 |oracle| + 1e-14;
 // float32 max |got - oracle| <= 2 max |ref32 - oracle| + 1e-6, ref32 being the same reference
 // computed in float (the oracle is it in double, on the same float weights and inputs).
@@ -67,18 +68,24 @@ template <typename T>
 struct Layer {
   int64_t I, H, P;
   std::vector<T> w_ih, w_hh, b_ih, b_hh, w_hr;
-  RawWeights<T> raw() const {
-    return RawWeights<T>{w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data(),
-                         w_hr.empty() ? nullptr : w_hr.data()};
+  RawWeights<T> raw() const {  // a layer without biases passes null ones (SPEC §2: zero)
+    return RawWeights<T>{w_ih.data(), w_hh.data(), b_ih.empty() ? nullptr : b_ih.data(),
+                         b_hh.empty() ? nullptr : b_hh.data(), w_hr.empty() ? nullptr : w_hr.data()};
   }
+  double bias_ih(int64_t r) const { return b_ih.empty() ? 0.0 : double(b_ih[r]); }
+  double bias_hh(int64_t r) const { return b_hh.empty() ? 0.0 : double(b_hh[r]); }
 };
 
 template <typename T>
-Layer<T> random_layer(Rng& rng, int kind, int64_t I, int64_t H, int64_t P, bool proj) {
+Layer<T> random_layer(Rng& rng, int kind, int64_t I, int64_t H, int64_t P, bool proj,
+                      bool bias = true) {
   const int64_t G = gate_count(kind);
   const double s = 1.0 / std::sqrt(double(H));
-  Layer<T> l{I, H, P, random_vec<T>(rng, G * H * I, s), random_vec<T>(rng, G * H * P, s),
-             random_vec<T>(rng, G * H, s), random_vec<T>(rng, G * H, s), {}};
+  Layer<T> l{I, H, P, random_vec<T>(rng, G * H * I, s), random_vec<T>(rng, G * H * P, s), {}, {}, {}};
+  if (bias) {
+    l.b_ih = random_vec<T>(rng, G * H, s);
+    l.b_hh = random_vec<T>(rng, G * H, s);
+  }
   if (proj) l.w_hr = random_vec<T>(rng, P * H, s);
   return l;
 }
@@ -107,8 +114,8 @@ void ref_step(const CellSpec& spec, const Layer<T>& w, int64_t N, const R* x, co
     const R* xn = x + n * I;
     const R* hn = h + n * P;
     for (int64_t r = 0; r < G * H; ++r) {
-      gx[r] = dot<R>(&w.w_ih[r * I], xn, I) + R(w.b_ih[r]);
-      gh[r] = dot<R>(&w.w_hh[r * P], hn, P) + R(w.b_hh[r]);
+      gx[r] = dot<R>(&w.w_ih[r * I], xn, I) + R(w.bias_ih(r));
+      gh[r] = dot<R>(&w.w_hh[r * P], hn, P) + R(w.bias_hh(r));
     }
     if (spec.kind == kLSTM) {
       for (int64_t j = 0; j < H; ++j) {
@@ -127,7 +134,7 @@ void ref_step(const CellSpec& spec, const Layer<T>& w, int64_t N, const R* x, co
         const R hn_part = spec.linear_before_reset
                               ? r * gh[2 * H + j]
                               : dot<R>(&w.w_hh[(2 * H + j) * P], rh.data(), P) +
-                                    R(w.b_hh[2 * H + j]);
+                                    R(w.bias_hh(2 * H + j));
         const R nn = std::tanh(gx[2 * H + j] + hn_part);
         h1[n * H + j] = (R(1) - z) * nn + z * hn[j];
       }
@@ -239,12 +246,12 @@ struct Shape {
 };
 
 template <typename T>
-void check_step(int isa, const Variant& v, const Shape& sh, Rng& rng) {
+void check_step(int isa, const Variant& v, const Shape& sh, bool bias, Rng& rng) {
   const CellSpec& spec = v.spec;
   const int64_t N = sh.N, I = sh.I, H = sh.H, P = v.proj ? sh.P : sh.H;
   const bool lstm = spec.kind == kLSTM;
   const LayerDims d{I, H, P};
-  const Layer<T> w = random_layer<T>(rng, spec.kind, I, H, P, v.proj);
+  const Layer<T> w = random_layer<T>(rng, spec.kind, I, H, P, v.proj, bias);
   const std::vector<T> x = random_vec<T>(rng, N * I, 1.0), h = random_vec<T>(rng, N * P, 1.0),
                        c = random_vec<T>(rng, N * H, 2.0);
   std::vector<double> oh(N * P), oc(N * H);
@@ -255,9 +262,9 @@ void check_step(int isa, const Variant& v, const Shape& sh, Rng& rng) {
                   rh.data(), rc.data());
 
   char name[160];
-  std::snprintf(name, sizeof name, "%s %s %s N=%lld I=%lld H=%lld P=%lld", isa_name(isa),
+  std::snprintf(name, sizeof name, "%s %s %s N=%lld I=%lld H=%lld P=%lld%s", isa_name(isa),
                 sizeof(T) == 4 ? "float32" : "float64", v.name, (long long)N, (long long)I,
-                (long long)H, (long long)P);
+                (long long)H, (long long)P, bias ? "" : " no bias");
   const std::string base(name);
 
   std::vector<T> packed(packed_layer_size<T>(isa, spec, d));
@@ -306,7 +313,7 @@ SeqOut<T> run_sequence(int isa, const CellSpec& spec, const SeqShape& s,
 
 template <typename T>
 void check_sequence(int isa, const Variant& v, const Shape& sh, int64_t steps, bool batch_first,
-                    bool ragged, bool states, Rng& rng) {
+                    bool ragged, bool states, bool bias, Rng& rng) {
   const CellSpec& spec = v.spec;
   const bool lstm = spec.kind == kLSTM;
   const SeqShape s{steps, sh.N, sh.I, sh.H, v.proj ? sh.P : sh.H, 2, 2, batch_first};
@@ -314,7 +321,7 @@ void check_sequence(int isa, const Variant& v, const Shape& sh, int64_t steps, b
   std::vector<std::vector<T>> packed;
   for (int64_t ld = 0; ld < s.L * s.D; ++ld) {
     const LayerDims d{ld < s.D ? s.I : s.D * s.P, s.H, s.P};
-    layers.push_back(random_layer<T>(rng, spec.kind, d.I, d.H, d.P, v.proj));
+    layers.push_back(random_layer<T>(rng, spec.kind, d.I, d.H, d.P, v.proj, bias));
     packed.emplace_back(packed_layer_size<T>(isa, spec, d));
     pack_layer<T>(isa, spec, d, layers.back().raw(), packed.back().data());
   }
@@ -339,10 +346,10 @@ void check_sequence(int isa, const Variant& v, const Shape& sh, int64_t steps, b
 
   char name[200];
   std::snprintf(name, sizeof name,
-                "%s %s %s sequence T=%lld N=%lld I=%lld H=%lld P=%lld%s%s%s", isa_name(isa),
+                "%s %s %s sequence T=%lld N=%lld I=%lld H=%lld P=%lld%s%s%s%s", isa_name(isa),
                 sizeof(T) == 4 ? "float32" : "float64", v.name, (long long)s.T, (long long)s.N,
                 (long long)s.I, (long long)s.H, (long long)s.P, batch_first ? " batch_first" : "",
-                ragged ? " lengths" : "", states ? " h0" : "");
+                ragged ? " lengths" : "", states ? " h0" : "", bias ? "" : " no bias");
   const std::string base(name);
   set_num_threads(1);
   const SeqOut<T> got = run_sequence<T>(isa, spec, s, packed, x, lens, ph0, pc0);
@@ -387,9 +394,11 @@ void check_step_threads(int isa, const Variant& v, Rng& rng) {
 }
 
 // Awkward shapes: N, I, H of 1; odd sizes; I != H; H across several blocks and not a multiple of
-// any block width (4, 8, 16 floats; 2, 4, 8 doubles).
+// any block width (4, 8, 16 floats; 2, 4, 8 doubles); N = 26, two row chunks of the raw-weight
+// step (raw_step.h: 24 rows, in groups of 3) and tiles of every height.
 const Shape kShapes[] = {
-    {1, 1, 1, 1}, {1, 5, 3, 2}, {2, 8, 8, 3}, {3, 17, 33, 13}, {5, 40, 24, 7}, {7, 9, 70, 31},
+    {1, 1, 1, 1},    {1, 5, 3, 2},     {2, 8, 8, 3},   {3, 17, 33, 13},
+    {5, 40, 24, 7},  {7, 9, 70, 31},   {26, 9, 40, 11},
 };
 
 template <typename T>
@@ -398,15 +407,17 @@ void check_dtype(int isa, Rng& rng) {
     int i = 0;
     for (const Shape& sh : kShapes) {
       if (v.proj && sh.P >= sh.H) continue;  // proj_size < hidden_size (PyTorch's rule)
-      check_step<T>(isa, v, sh, rng);
+      const bool bias = i % 3 != 1;
+      check_step<T>(isa, v, sh, true, rng);
+      check_step<T>(isa, v, sh, false, rng);
       if (sh.N < 2) continue;  // a ragged batch needs rows to differ
       const bool bf = i % 2 == 1, states = i % 3 != 2;
-      check_sequence<T>(isa, v, sh, 1 + (i % 2) * 4, bf, /*ragged=*/true, states, rng);
-      check_sequence<T>(isa, v, sh, 4, !bf, /*ragged=*/false, !states, rng);
+      check_sequence<T>(isa, v, sh, 1 + (i % 2) * 4, bf, /*ragged=*/true, states, bias, rng);
+      check_sequence<T>(isa, v, sh, 4, !bf, /*ragged=*/false, !states, !bias, rng);
       ++i;
     }
     // Large enough for 2 threads in the sequence (2.5e5 flops per thread and step).
-    check_sequence<T>(isa, v, Shape{8, 24, 130, 50}, 3, false, true, true, rng);
+    check_sequence<T>(isa, v, Shape{8, 24, 130, 50}, 3, false, true, true, true, rng);
     check_step_threads<T>(isa, v, rng);
   }
 }
