@@ -1,5 +1,5 @@
-// Activations: sigmoid, tanh and relu, templated on the dtype, written branch-free so that the
-// loops over a block of VB lanes in kernel.h vectorize.
+// Activations: sigmoid, tanh and relu, float and double, on Lanes of SIMD registers (simd.h),
+// branch-free (every select is per lane).
 //
 // float:  exp is a Cephes-style range reduction (n = round(x / ln 2), r = x - n ln 2 in two
 //         parts) with a degree-6 polynomial; 2^n is built from exponent bits, offset so that
@@ -25,14 +25,14 @@
 namespace gatedkernels {
 namespace GK_ISA {
 
-// The activations and the cells' pointwise math are always inlined (GK_INLINE, simd.h): the loops
-// over lanes only vectorize when they are, and GCC's size heuristics may otherwise leave them as
-// calls in some instantiations (measured: a scalar call per lane made a step 3x slower).
+// The activations and the cells' pointwise math are always inlined (GK_INLINE, simd.h): GCC's
+// size heuristics may otherwise leave them as calls in some instantiations (measured, when they
+// were still written per lane: a scalar call per lane made a step 3x slower).
 
-// Each function below is written once, for a scalar or for Lanes<T, M> (simd.h): the kernels'
-// epilogues run them on Lanes, several registers at a time; raw_step.h on scalars, in loops the
-// compiler vectorizes. Both give the same bits (tests/test_activations.py checks the kernels'
-// entry point against the scalar one).
+// Each function below is written once, for Lanes<T, M> (simd.h): the packed kernels' epilogues
+// run them several registers at a time, raw_step.h one register at a time, and the activations'
+// entry point (ops_impl.h, which tests/test_activations.py sweeps) as the epilogues do. Every
+// operation is per lane, so M does not change a bit.
 
 template <class X>
 GK_INLINE X relu(X x) {

@@ -1,7 +1,7 @@
 // The pointwise math of each cell, for one hidden unit: pre-activations in, new state out.
 // This and gatedkernels/reference.py are the only two places the equations of SPEC §2 live.
-// The fused kernels (kernel.h) call these inside loops over VB lanes, which the compiler
-// vectorizes; the raw-weight step calls them one unit at a time.
+// The fused kernels (kernel.h) and the raw-weight step (raw_step.h) call these on Lanes (simd.h):
+// VB units per register, one or more registers at a time.
 //
 // Gate order (PyTorch / cuDNN): LSTM i, f, g, o; GRU r, z, n.
 // Every "pre" argument already holds W_x x + W_h h plus the biases that may be folded.

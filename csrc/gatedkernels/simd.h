@@ -1,7 +1,6 @@
 // SIMD values for the kernels: one register of the ISA (Vec<T>) and M independent registers
-// processed together (Lanes<T, M>), plus the few operations the activations need on scalars and
-// on Lanes alike, so that each activation is written once (activations.h) and instantiated for
-// both.
+// processed together (Lanes<T, M>), plus the few operations the activations need on Lanes, so
+// that each activation is written once (activations.h) for any M.
 //
 // Why Lanes: an activation is a chain of ~20 dependent operations (exp's polynomial, then a
 // division). One register at a time, a row of the LSTM epilogue is latency-bound: the out-of-order
@@ -147,27 +146,17 @@ struct Lanes {
   }
 };
 
-// The element type of a scalar or of Lanes.
+// The element type of Lanes.
 template <class X>
-struct ElemOf {
-  typedef X type;
-};
+struct ElemOf;
 template <typename T, int M>
 struct ElemOf<Lanes<T, M>> {
   typedef T type;
 };
 
-// ---- The operations the activations use besides + - * /, on scalars and on Lanes. ----------
-// Scalars: plain C++, which GCC vectorizes in the loops over lanes (raw_step.h).
+// ---- The operations the activations use besides + - * /, on Lanes. ---------------------------
 
 // a * b + c: see vfmadd.
-#ifdef GK_HAVE_FMA
-GK_INLINE float fmadd(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
-GK_INLINE double fmadd(double a, double b, double c) { return __builtin_fma(a, b, c); }
-#else
-GK_INLINE float fmadd(float a, float b, float c) { return a * b + c; }
-GK_INLINE double fmadd(double a, double b, double c) { return a * b + c; }
-#endif
 template <typename T, int M>
 GK_INLINE Lanes<T, M> fmadd(const Lanes<T, M>& a, const Lanes<T, M>& b, const Lanes<T, M>& c) {
   Lanes<T, M> r;
@@ -176,8 +165,6 @@ GK_INLINE Lanes<T, M> fmadd(const Lanes<T, M>& a, const Lanes<T, M>& b, const La
 }
 
 // a < b ? x : y (NaN compares false: y).
-GK_INLINE float if_less(float a, float b, float x, float y) { return a < b ? x : y; }
-GK_INLINE double if_less(double a, double b, double x, double y) { return a < b ? x : y; }
 template <typename T, int M>
 GK_INLINE Lanes<T, M> if_less(const Lanes<T, M>& a, const Lanes<T, M>& b, const Lanes<T, M>& x,
                               const Lanes<T, M>& y) {
@@ -185,11 +172,6 @@ GK_INLINE Lanes<T, M> if_less(const Lanes<T, M>& a, const Lanes<T, M>& b, const 
   for (int m = 0; m < M; ++m) r.v[m] = a.v[m] < b.v[m] ? x.v[m] : y.v[m];
   return r;
 }
-
-GK_INLINE float abs_of(float x) { return __builtin_fabsf(x); }
-GK_INLINE double abs_of(double x) { return __builtin_fabs(x); }
-GK_INLINE float copysign_of(float x, float s) { return __builtin_copysignf(x, s); }
-GK_INLINE double copysign_of(double x, double s) { return __builtin_copysign(x, s); }
 
 template <typename T>
 GK_INLINE IntVec<T> sign_mask() {
@@ -224,8 +206,6 @@ GK_INLINE Lanes<T, M> copysign_of(const Lanes<T, M>& x, const Lanes<T, M>& s) {
 }
 
 // -|x|: one OR of the sign bit, where negating abs_of is two operations.
-GK_INLINE float neg_abs_of(float x) { return -__builtin_fabsf(x); }
-GK_INLINE double neg_abs_of(double x) { return -__builtin_fabs(x); }
 template <typename T, int M>
 GK_INLINE Lanes<T, M> neg_abs_of(const Lanes<T, M>& x) {
   return map_bits(x, [](IntVec<T> b, int) __attribute__((always_inline)) {
@@ -236,8 +216,6 @@ GK_INLINE Lanes<T, M> neg_abs_of(const Lanes<T, M>& x) {
 // x < lo ? lo : x, a NaN x passing through: x86's max(lo, x) is exactly that (it returns its
 // second operand when either is NaN), one instruction where GCC makes the select a compare and a
 // masked move. Elsewhere the select.
-GK_INLINE float at_least(float x, float lo) { return x < lo ? lo : x; }
-GK_INLINE double at_least(double x, double lo) { return x < lo ? lo : x; }
 template <typename T>
 GK_INLINE Vec<T> max_keep_second_nan(const Vec<T>& lo, const Vec<T>& x) {
 #ifdef GK_X86
@@ -268,8 +246,8 @@ GK_INLINE Lanes<T, M> at_least(const Lanes<T, M>& x, const Lanes<T, M>& lo) {
 // the final product by 2^-64 rounds. The exponent field n + 64 + bias is read off the low
 // mantissa bits of n + (64 + bias) + 1.5 * 2^(mantissa bits), where adding the large constant
 // puts the integer, exactly, and the shift moves it into place: no float-to-integer conversion,
-// which AVX2 lacks for double. Four operations, on a scalar T or a Vec<T> (V) with the unsigned
-// integer type U of the same width.
+// which AVX2 lacks for double. Four operations, on a Vec<T> (V) with the unsigned integer vector
+// U of the same width.
 // AVX-512: vscalef computes p * 2^floor(n) with one rounding, the same result in one operation.
 template <typename T, class V, class U>
 GK_INLINE V times_pow2_bits(V p, V n) {
@@ -282,10 +260,6 @@ GK_INLINE V times_pow2_bits(V p, V n) {
   bits <<= kShift;
   std::memcpy(&t, &bits, sizeof t);
   return (p * t) * T(5.42101086242752217e-20);  // 2^-64
-}
-GK_INLINE float times_pow2(float p, float n) { return times_pow2_bits<float, float, uint32_t>(p, n); }
-GK_INLINE double times_pow2(double p, double n) {
-  return times_pow2_bits<double, double, uint64_t>(p, n);
 }
 template <typename T, int M>
 GK_INLINE Lanes<T, M> times_pow2(const Lanes<T, M>& p, const Lanes<T, M>& n) {
