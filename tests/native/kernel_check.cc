@@ -109,7 +109,7 @@ template <typename R, typename T>
 void ref_step(const CellSpec& spec, const Layer<T>& w, int64_t N, const R* x, const R* h,
               const R* c, R* h1, R* c1) {
   const int64_t I = w.I, H = w.H, P = w.P, G = gate_count(spec.kind);
-  std::vector<R> gx(G * H), gh(G * H), m(H), rh(P);
+  std::vector<R> gx(G * H), gh(G * H), m(H), rh(P);  // m: LSTM o*tanh(c'), GRU r
   for (int64_t n = 0; n < N; ++n) {
     const R* xn = x + n * I;
     const R* hn = h + n * P;
@@ -128,9 +128,12 @@ void ref_step(const CellSpec& spec, const Layer<T>& w, int64_t N, const R* x, co
       for (int64_t p = 0; p < P; ++p)
         h1[n * P + p] = w.w_hr.empty() ? m[p] : dot<R>(&w.w_hr[p * H], m.data(), H);
     } else if (spec.kind == kGRU) {
-      for (int64_t j = 0; j < H; ++j) rh[j] = sigmoid_ref(gx[j] + gh[j]) * hn[j];
+      for (int64_t j = 0; j < H; ++j) {  // r, and r * h for the reset-before form's W_hn
+        m[j] = sigmoid_ref(gx[j] + gh[j]);
+        rh[j] = m[j] * hn[j];
+      }
       for (int64_t j = 0; j < H; ++j) {
-        const R r = sigmoid_ref(gx[j] + gh[j]), z = sigmoid_ref(gx[H + j] + gh[H + j]);
+        const R r = m[j], z = sigmoid_ref(gx[H + j] + gh[H + j]);
         const R hn_part = spec.linear_before_reset
                               ? r * gh[2 * H + j]
                               : dot<R>(&w.w_hh[(2 * H + j) * P], rh.data(), P) +
