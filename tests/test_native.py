@@ -83,3 +83,56 @@ def test_native_library_on_aarch64_under_qemu(tmp_path):
     exe = build(cxx, tmp_path, link_args=["-static"])
     out = run_check([qemu, str(exe)], 1)
     assert re.search(r"^generic: \d+ checks, 0 failed \(block width: 4 floats, 2 doubles\)", out, re.M), out
+
+
+def innermost_loops(asm):
+    """(function, body lines) of each innermost loop of an AArch64 GCC assembly listing: a label
+    and a later branch back to it with no label in between."""
+    lines = asm.splitlines()
+    labels, funcs, func = {}, [], None
+    for i, line in enumerate(lines):
+        m = re.match(r"^([A-Za-z_][\w.$]*):", line)
+        if m:
+            func = m.group(1)
+        funcs.append(func)
+        m = re.match(r"^(\.L\d+):", line)
+        if m:
+            labels[m.group(1)] = i
+    for j, line in enumerate(lines):
+        m = re.search(r"\s(?:b\.?\w*|cbn?z|tbn?z)\s+(?:\w+,\s*)*(\.L\d+)$", line)
+        i = labels.get(m.group(1)) if m else None
+        if i is None or i >= j or any(re.match(r"^\.L\d+:", x) for x in lines[i + 1:j]):
+            continue
+        yield funcs[i], [x.strip() for x in lines[i + 1:j + 1]
+                         if x.strip() and not x.strip().startswith(".")]
+
+
+def test_aarch64_kernels_keep_accumulators_in_registers(tmp_path):
+    """No ARM hardware times the AArch64 build here, so its code is checked instead: no inner loop
+    of the kernels that runs vector FMAs (fmla) stores a vector register to the stack. GCC 12 once
+    kept the dot products' accumulators in memory there, a load and a store per FMA chain per k
+    (tile_dot_block, kernel.h), and a spill is the same cost. activation_t, the activations' entry
+    point for tests/test_activations.py, is not a kernel and is left out."""
+    cxx = shutil.which("aarch64-linux-gnu-g++")
+    if not cxx:
+        pytest.skip("needs aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)")
+    if not CSRC.is_dir():
+        pytest.skip("needs the source tree (csrc/), not an installed wheel")
+    asm = tmp_path / "kernels_generic.s"
+    r = subprocess.run([cxx, *setup_compile_args(), f"-I{CSRC}", "-S",
+                        str(CSRC / "kernels_generic.cc"), "-o", str(asm)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    demangle = shutil.which("aarch64-linux-gnu-c++filt") or shutil.which("c++filt")
+    loops = [(f, body) for f, body in innermost_loops(asm.read_text())
+             if sum(bool(re.match(r"fml[as]\s+v", x)) for x in body) >= 4]
+    assert len(loops) > 100, f"only {len(loops)} FMA loops found: is the listing parsed?"
+    spilling = [(f, body) for f, body in loops if "activation_t" not in f and
+                any(re.match(r"st(?:r|p|ur)\s+q\d+.*\[sp\b", x) for x in body)]
+    names = []
+    for f, body in spilling[:5]:
+        if demangle:
+            f = subprocess.run([demangle, f], capture_output=True, text=True).stdout.strip()
+        names.append(f[:200] + ":\n  " + "\n  ".join(body))
+    assert not spilling, (f"{len(spilling)} of {len(loops)} FMA loops store vectors to the stack, "
+                          "e.g.\n" + "\n".join(names))
