@@ -35,6 +35,14 @@ ext = Extension(
 
 
 
+def _cores():
+    """Cores this process may run on (os.sched_getaffinity is Linux-only; macOS has cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 class ParallelBuildExt(build_ext):
     """Compiles an extension's sources side by side, one compiler process per core.
 
@@ -44,7 +52,7 @@ class ParallelBuildExt(build_ext):
     """
 
     def build_extensions(self):
-        jobs = int(os.environ.get("GK_BUILD_JOBS", "0")) or len(os.sched_getaffinity(0))
+        jobs = int(os.environ.get("GK_BUILD_JOBS", "0")) or _cores()
         serial_compile = self.compiler.compile
 
         def compile(sources, *args, **kwargs):

@@ -635,7 +635,14 @@ GK_INLINE void store_lanes(const T* src, int64_t lanes, T* dst) {
     std::memcpy(dst, src, sizeof(T) * VB);
     return;
   }
+#if defined(__clang__)
+  // Clang turns a loop to `lanes` into a call to memcpy, and a call in a kernel's loop makes the
+  // loop save and reload its vector registers around it; unrolled to VB, it stays inline.
+  for (int l = 0; l < VB; ++l)
+    if (l < lanes) dst[l] = src[l];
+#else
   for (int64_t l = 0; l < lanes; ++l) dst[l] = src[l];
+#endif
 }
 
 // M rows of a [*, stride] state, `lanes` columns each (zeros past them), as Lanes; and back.

@@ -25,27 +25,32 @@ namespace GK_ISA {
 // VB partial vectors of an input row are then folded into one vector of VB sums by a fixed tree
 // of two-source shuffles (lane_sums): about 3 operations per sum instead of 8, and the sums come
 // out lane by unit, ready for the vectorized epilogue; the last K % VB k follow by FMA (see
-// raw_sums). The folds use GCC's __builtin_shuffle (GCC builds this project). The arithmetic of
+// raw_sums). The folds are two-source shuffles (fold_half). The arithmetic of
 // every sum is the same whatever the batch size and wherever its row falls in a group, so
 // results do not depend on N.
 
 template <typename T>
 using RawLane = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
 
-// The shuffle mask of one fold level: a and b hold groups of 2W lanes; output lane i takes lane
+// One half of a fold level: a and b hold groups of 2W lanes; output lane i takes lane
 // (i / W) * 2W + i % W (+ W for the high half) of the pair a:b (b's lanes numbered from VB).
-template <typename T, int W, size_t... I>
-constexpr IntVec<T> fold_mask(std::index_sequence<I...>, int high) {
-  return IntVec<T>{static_cast<RawLane<T>>((I / W) * 2 * W + I % W + high * W)...};
+// GCC's __builtin_shuffle takes the lanes as a mask vector, Clang's __builtin_shufflevector as
+// constants (GCC has the latter only from version 12); the same permutation either way.
+template <typename T, int W, int High, size_t... I>
+GK_INLINE Vec<T> fold_half(const Vec<T>& a, const Vec<T>& b, std::index_sequence<I...>) {
+#if defined(__clang__)
+  return __builtin_shufflevector(a, b, int((I / W) * 2 * W + I % W + High * W)...);
+#else
+  constexpr IntVec<T> mask{static_cast<RawLane<T>>((I / W) * 2 * W + I % W + High * W)...};
+  return __builtin_shuffle(a, b, mask);
+#endif
 }
 
 // Output group g of W lanes: a's group g folded in half if g < VB/(2W), else b's group g - VB/(2W).
 template <typename T, int W>
 GK_INLINE Vec<T> fold(const Vec<T>& a, const Vec<T>& b) {
-  constexpr int VB = Tile<T>::VB;
-  constexpr IntVec<T> lo = fold_mask<T, W>(std::make_index_sequence<VB>{}, 0);
-  constexpr IntVec<T> hi = fold_mask<T, W>(std::make_index_sequence<VB>{}, 1);
-  return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+  constexpr auto lanes = std::make_index_sequence<Tile<T>::VB>{};
+  return fold_half<T, W, 0>(a, b, lanes) + fold_half<T, W, 1>(a, b, lanes);
 }
 
 template <typename T, int W>
