@@ -66,7 +66,8 @@ def get_num_threads():
     """Threads the kernels may use, the calling thread included. The default is 1 (or
     GATEDKERNELS_NUM_THREADS): NumPy's OpenBLAS keeps its workers spinning for ~0.1 s after each
     call, and parallel steps that meet at a barrier lose to them (measured: 2 threads slower than
-    1 right after NumPy matmuls). `set_num_threads(len(os.sched_getaffinity(0)))` opts in; a call
+    1 right after NumPy matmuls). `set_num_threads(os.cpu_count())` opts in (on Linux,
+    `len(os.sched_getaffinity(0))` counts only the cores this process may use); a call
     still uses one thread when its time steps are too small to gain from more."""
     return _ext.get_num_threads()
 
