@@ -44,10 +44,24 @@ def clang():
     return next((p for p in map(shutil.which, names) if p), None)
 
 
+def toolchain(compiler, aarch64):
+    """(C++ compiler or None, its target flags) for "g++" or "clang++", for this machine or for
+    AArch64 (GCC's cross compiler; Clang by --target, with the cross compiler's libraries)."""
+    if compiler == "clang++":
+        return clang(), ("--target=aarch64-linux-gnu",) if aarch64 else ()
+    if aarch64:
+        return shutil.which("aarch64-linux-gnu-g++"), ()
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++"), ()
+
+
+def compile_flags(target):
+    return [*target, *setup_compile_args(), f"-I{CSRC}"]
+
+
 def build(cxx, out_dir, link_args=(), target=()):
     if not (CSRC.is_dir() and (ROOT / "setup.py").is_file()):
         pytest.skip("needs the source tree (csrc/, setup.py), not an installed wheel")
-    flags = [*target, *setup_compile_args(), f"-I{CSRC}"]
+    flags = compile_flags(target)
     sources = sorted(CSRC.glob("*.cc")) + [CHECK]  # the x86 ISA files compile to nothing on Arm
 
     def compile_one(src):
@@ -77,10 +91,7 @@ def run_check(cmd, builds):
 
 @pytest.mark.parametrize("compiler", ["g++", "clang++"])
 def test_native_library_on_this_machine(tmp_path, compiler):
-    if compiler == "g++":
-        cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    else:
-        cxx = clang()
+    cxx, _ = toolchain(compiler, aarch64=False)
     if not cxx:
         pytest.skip(f"no {compiler}")
     exe = build(cxx, tmp_path)
@@ -93,7 +104,7 @@ def test_native_library_on_this_machine(tmp_path, compiler):
 def test_native_library_on_aarch64_under_qemu(tmp_path, compiler):
     qemu = shutil.which("qemu-aarch64")
     gxx = shutil.which("aarch64-linux-gnu-g++")  # Clang links with its libraries too
-    cxx, target = (gxx, ()) if compiler == "g++" else (clang(), ("--target=aarch64-linux-gnu",))
+    cxx, target = toolchain(compiler, aarch64=True)
     if not (cxx and gxx and qemu):
         pytest.skip("needs aarch64-linux-gnu-g++, qemu-aarch64 and, for Clang, clang++ "
                     "(apt-get install g++-aarch64-linux-gnu qemu-user clang)")
@@ -137,18 +148,14 @@ def test_aarch64_kernels_keep_accumulators_in_registers(tmp_path, compiler):
     (tile_dot_block, kernel.h), and a spill is the same cost. activation_t, the activations' entry
     point for tests/test_activations.py, is not a kernel and is left out. Both compilers: GCC
     builds the Linux wheels, Clang is macOS's."""
-    if compiler == "g++":
-        cxx, target = shutil.which("aarch64-linux-gnu-g++"), []
-        need = "aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)"
-    else:
-        cxx, target = clang(), ["--target=aarch64-linux-gnu"]
-        need = "clang++ (apt-get install clang)"
+    cxx, target = toolchain(compiler, aarch64=True)
     if not cxx:
-        pytest.skip(f"needs {need}")
+        pytest.skip("needs aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)"
+                    if compiler == "g++" else "needs clang++ (apt-get install clang)")
     if not CSRC.is_dir():
         pytest.skip("needs the source tree (csrc/), not an installed wheel")
     asm = tmp_path / "kernels_generic.s"
-    r = subprocess.run([cxx, *target, *setup_compile_args(), f"-I{CSRC}", "-S",
+    r = subprocess.run([cxx, *compile_flags(target), "-S",
                         str(CSRC / "kernels_generic.cc"), "-o", str(asm)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
