@@ -130,6 +130,11 @@ void sequence_forward(int isa, const CellSpec& spec, const SeqShape& shape,
 }
 
 template <typename T>
+int sequence_threads(int isa, const CellSpec& spec, const SeqShape& shape, bool* by_rows) {
+  return ops<T>(isa).sequence_threads(spec, shape, by_rows);
+}
+
+template <typename T>
 void activation_forward(int isa, int which, const T* x, int64_t n, T* y) {
   ops<T>(isa).activation_forward(which, x, n, y);
 }
@@ -151,6 +156,7 @@ void activation_forward(int isa, int which, const T* x, int64_t n, T* y) {
   template void sequence_forward<T>(int, const CellSpec&, const SeqShape&, const T* const*,   \
                                     const T*, const int64_t*, const T*, const T*, T*, T*, T*, \
                                     T*);                                                      \
+  template int sequence_threads<T>(int, const CellSpec&, const SeqShape&, bool*);             \
   template void activation_forward<T>(int, int, const T*, int64_t, T*);
 
 GK_INSTANTIATE(float)

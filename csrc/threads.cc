@@ -57,8 +57,11 @@ class Pool {
   int threads() const { return threads_.load(std::memory_order_relaxed); }
   void set_threads(int n) { threads_.store(n < 1 ? 1 : n > 256 ? 256 : n); }
 
+  // n is not cut to threads(): the caller sized its work and its barrier (Sched) for n threads,
+  // from get_num_threads() just before, and a set_num_threads from another thread in between
+  // would otherwise leave its barrier waiting for a thread that never comes.
   void run(int n, TaskFn task, void* ctx) {
-    if (n > threads()) n = threads();
+    if (n > kMaxThreads) n = kMaxThreads;
     if (n <= 1) {
       task(ctx, 0, 1);
       return;

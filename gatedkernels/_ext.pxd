@@ -47,6 +47,7 @@ cdef extern from "gatedkernels/gatedkernels.h" namespace "gatedkernels" nogil:
     void sequence_forward[T](int isa, const CellSpec& spec, const SeqShape& shape, const T* const* packed,
                              const T* x, const int64_t* lengths, const T* h0, const T* c0,
                              T* y, T* hn, T* cn, T* ws)
+    int sequence_threads[T](int isa, const CellSpec& spec, const SeqShape& shape, cbool* by_rows)
     void activation_forward[T](int isa, int which, const T* x, int64_t n, T* y)
 
 cdef extern from "gatedkernels/threads.h" namespace "gatedkernels" nogil:

@@ -11,6 +11,7 @@ five-array call, against about 1.2 us with typed memoryviews (research/build.md 
 """
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
+from libcpp cimport bool as cbool
 from libcpp.vector cimport vector
 cimport numpy as cnp
 import numpy as np
@@ -409,6 +410,22 @@ cdef class Kernel:
                                      <const double*>xp, lp, <const double*>h0p,
                                      <const double*>c0p, <double*>yp, <double*>hnp,
                                      <double*>cnp_, <double*>wsp)
+
+    def sequence_threads(self, int64_t T, int64_t N):
+        """(threads, by_rows): how a sequence call of T steps and N rows would share its work at
+        the current thread count (gatedkernels.h, sequence_threads). For tests and benchmarks."""
+        if T < 1 or N < 1:
+            raise ValueError(f"T and N: expected >= 1, got {T} and {N}")
+        cdef SeqShape s
+        s.T, s.N, s.I, s.H, s.P, s.L, s.D = T, N, self.I, self.H, self.P, self.L, self.D
+        s.batch_first = False
+        cdef cbool by_rows = False
+        cdef int n
+        if self.typenum == cnp.NPY_FLOAT32:
+            n = sequence_threads[float](self.isa_i, self.spec, s, &by_rows)
+        else:
+            n = sequence_threads[double](self.isa_i, self.spec, s, &by_rows)
+        return n, bool(by_rows)
 
     def run(self, x, hx, lengths, bint batch_first):
         """The common case of a module's sequence call, checked in C: x [T, N, I] ([N, T, I] if

@@ -128,6 +128,57 @@ def test_one_row_bitwise_identical_for_any_thread_count(kind, variant, rng, rest
     _check_sequence_all_thread_counts(kind, x, weights, opts, "threaded one-row sequence")
 
 
+def _module(kind, I, H, variant, **opts):
+    """A module of the kind and variant of VARIANTS (lstm_proj: proj_size 24)."""
+    if kind in ("lstm", "lstm_proj"):
+        return gk.LSTM(I, H, proj_size=24 if kind == "lstm_proj" else 0, **opts)
+    if kind == "gru":
+        return gk.GRU(I, H, **variant, **opts)
+    return gk.RNN(I, H, nonlinearity=_helpers.nonlinearity(kind), **opts)
+
+
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_rows_split_bitwise_identical_for_any_thread_count(kind, variant, rng, restore_threads):
+    """Where a sequence's threads split the batch rows (kernel.h, rows_split: each thread steps
+    its share of the rows through the whole sequence, every hidden block, with no barrier
+    between steps), the results are those of one thread, to the bit, and of the reference: with
+    ragged lengths, 2 layers, both directions, batch_first. The batch is the first of a few
+    sizes whose sequence the kernel (as it reports) splits by rows at 2 threads on this ISA."""
+    T, I, H = 6, 40, 96
+    m = _module(kind, I, H, variant, num_layers=2, bidirectional=True)
+    gk.set_num_threads(2)
+    plans = {N: m._kernel.sequence_threads(T, N) for N in (12, 16, 24, 32, 48)}
+    split = [N for N, plan in plans.items() if plan == (2, True)]
+    assert split, f"no batch size splits by rows at 2 threads: {plans}"
+    N = split[0]
+    proj = 24 if kind == "lstm_proj" else 0
+    kind = "lstm" if kind == "lstm_proj" else kind
+    weights = _helpers.random_weights(kind, I, H, rng=rng, num_layers=2, bidirectional=True,
+                                      proj_size=proj, dtype=np.float32)
+    x = rng.standard_normal((N, T, I)).astype(np.float32)
+    opts = dict(num_layers=2, bidirectional=True, batch_first=True,
+                lengths=_helpers.random_lengths(rng, N, T), **variant)
+    _check_sequence_all_thread_counts(kind, x, weights, opts, f"rows split N={N}")
+
+
+def test_rows_split_plan(restore_threads):
+    """Which sequences split the batch rows among threads (kernel.h, rows_split): none on one
+    thread, nor with one row, nor with fewer than 4 rows a thread; where a step's weights are
+    large (an LSTM of H = 512 reads 4 MiB of W_hh a step), only with rows enough to pay for each
+    thread reading all of them (16 a thread); the hidden blocks are split otherwise."""
+    gk.set_num_threads(2)
+    small, big = gk.LSTM(128, 128), gk.LSTM(512, 512)
+    assert small._kernel.sequence_threads(100, 48) == (2, True)
+    assert small._kernel.sequence_threads(100, 1) == (1, False)
+    assert small._kernel.sequence_threads(100, 6) == (2, False)
+    assert big._kernel.sequence_threads(100, 16) == (2, False)
+    assert big._kernel.sequence_threads(100, 48) == (2, True)
+    gk.set_num_threads(1)
+    assert small._kernel.sequence_threads(100, 48) == (1, False)
+    with pytest.raises(ValueError, match="T and N"):
+        small._kernel.sequence_threads(100, 0)
+
+
 @pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
 def test_dynamic_schedule_never_changes_a_bit(kind, variant, rng, restore_threads):
     """The work items of a step (hidden blocks, and row chunks of them when the blocks are few:

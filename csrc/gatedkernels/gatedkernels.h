@@ -124,6 +124,13 @@ void sequence_forward(int isa, const CellSpec& spec, const SeqShape& shape, cons
                       const T* x, const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
                       T* cn, T* ws);
 
+// How sequence_forward will share that call among threads, at the current get_num_threads():
+// returns the thread count (one below a work threshold) and sets *by_rows: each thread steps a
+// share of the batch rows through the whole sequence, or (false) every thread takes a share of
+// the hidden blocks of every time step. The results are bitwise the same either way.
+template <typename T>
+int sequence_threads(int isa, const CellSpec& spec, const SeqShape& shape, bool* by_rows);
+
 // The activations the kernels use, applied elementwise (for tests and accuracy sweeps).
 // which: 0 sigmoid, 1 tanh. y may alias x.
 template <typename T>

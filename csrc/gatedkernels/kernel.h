@@ -361,12 +361,19 @@ GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t blo
 // tile_dot_split) reads G of the GS gate vectors at each k, starting at `block`.
 // bias (G*VB values, or null): added to each row's finished sum as it is stored, the same
 // rounding as adding it afterwards, without a pass over the tile through memory.
+constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
+// Whether every tile of `tl` (G gates) has a single accumulator set (G * rows >= kChains), so
+// sums each row's dot products in one chain of FMAs in k order. Then a row's result depends
+// neither on the height of its tile nor on which other rows share the pass: a step over any
+// subset of the rows gives those rows the same bits (see rows_split).
+inline bool one_chain_per_row(const Tiling& tl, int G) {
+  return tl.rows >= 1 && G * tl.min_rows() >= kChains;
+}
 template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
                               T* out, int64_t stride, bool add, const T* bias = nullptr,
                               Ahead* ahead = nullptr) {
   constexpr int VB = Tile<T>::VB;
-  constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
   Vec<T> acc[S][R][G];
   for (int s = 0; s < S; ++s)
@@ -787,6 +794,14 @@ struct Lstm {
   static int64_t min_tile_rows(const LayerDims& d, int64_t N) {
     return split_tile(d, N) ? N : tiling(N, Tile<T>::bt(G), G).min_rows();
   }
+  // Whether each row of a step gets the same bits whatever rows share it (one_chain_per_row in
+  // every pass: the gate tiles, a gate-split tile's passes of G / 2 gates, W_hr's tiles).
+  static bool row_invariant(const LayerDims& d, int64_t N) {
+    if (N < 2) return false;  // the one-row step
+    const bool gates = split_tile(d, N) ? (G / 2) * N >= kChains
+                                        : one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
+    return gates && (d.P == d.H || one_chain_per_row(tiling(N, Tile<T>::bt(1), 1), 1));
+  }
 
   template <int BT, int Passes, class X, class Epi>
   static void step_tiles(const LayerDims& d, int64_t N, const PackedView<T>& w, const X& xs,
@@ -885,6 +900,14 @@ struct Gru {
 
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
     return tiling(N, Tile<T>::bt(G), G).min_rows();
+  }
+  static bool row_invariant(const LayerDims&, int64_t N) {  // see Lstm
+    if (N < 2) return false;
+    if constexpr (kLinearBeforeReset)
+      return one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
+    else
+      return one_chain_per_row(tiling(N, Tile<T>::bt(2), 2), 2) &&
+             one_chain_per_row(tiling(N, Tile<T>::bt(1), 1), 1);
   }
 
   // The Cho GRU reads its input projection in two passes (r, z, then n): only XRows.
@@ -1017,6 +1040,9 @@ struct Rnn {
   static int64_t scratch(const LayerDims&, int64_t) { return 0; }
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
     return tiling(N, Tile<T>::bt(G), G).min_rows();
+  }
+  static bool row_invariant(const LayerDims&, int64_t N) {  // see Lstm
+    return N >= 2 && one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
   }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -1206,6 +1232,7 @@ struct SeqArgs {
   const T *h0, *c0;
   T *y, *hn, *cn, *ws;
   Sched* sched;  // on the caller's stack (see step_impl)
+  bool by_rows;  // see rows_split
 };
 
 // A sequence's epilogue of an item of a step (see NoEpilogue): copies the new hidden state to
@@ -1270,6 +1297,8 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
   p += 2 * round_up(N * H);
   T* scratch = p;
 
+  int64_t r0 = 0, r1 = N;  // batch rows this thread steps, when they are split (rows_split)
+  if (a.by_rows) split_range(N, tid, nthreads, &r0, &r1);
   const bool zigzag_threads =
       double(nb) * P * Cell::G * Tile<T>::VB * sizeof(T) > kAheadBytes;  // see the steps below
   // Row of (t, n) in x, y and the projection: the layout is the caller's, never transposed.
@@ -1304,6 +1333,7 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         if (!by_tiles && step % chunk == 0) {
           // The input projection of steps [step, step + chunk): after the previous step's
           // barrier, so nobody still reads the previous chunk.
+          if (a.by_rows && step > 0) par.sync();  // rows: no barrier between steps
           const int64_t first = step, steps = T_ - step < chunk ? T_ - step : chunk;
           auto row_of = [&](int64_t q) {
             const int64_t st = first + q / N, tq = dir == 0 ? st : T_ - 1 - st;
@@ -1311,6 +1341,38 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
           };
           project_packed<T, Cell::G>(row_of, steps * N, in_w, w.w_ih, w.bias, nb, xp, par);
           par.sync();  // an item of a step may read rows another thread projected
+        }
+        if (a.by_rows) {
+          // This thread's rows [r0, r1) as a sequence of their own, every hidden block, on one
+          // thread: the same tiles' arithmetic as the whole batch (rows_split), and no barrier,
+          // since each step reads only the state rows this thread wrote the step before.
+          const int64_t M = r1 - r0;
+          Par solo{0, 1, a.sched};
+          solo.backward = step % 2 == 1;  // see below
+          const SeqEpilogue<T> epi_rows{a.lengths ? a.lengths + r0 : nullptr, t, P, H,
+                                        n_stride * DP,
+                                        out + (t * t_stride + r0 * n_stride) * DP + dir * P,
+                                        h + r0 * P, c + r0 * H, h_next + r0 * P,
+                                        c_next + r0 * H, Cell::kHasC};
+          auto run_rows = [&](const auto& xs) {
+            Cell::step(d, M, w, xs, h + r0 * P, c + r0 * H, h_next + r0 * P, c_next + r0 * H,
+                       scratch + Cell::scratch(d, r0), solo, NoEpilogue{});
+            epi_rows.on_c(0, M, 0, H);
+            epi_rows.on_h(0, M, 0, P);
+          };
+          const XRows<T, Cell::G> projected{xp + ((step % chunk) * N + r0) * row, row};
+          if constexpr (Cell::kFusedInput) {
+            if (by_tiles)
+              run_rows(XTile<T, Cell::G>{in + (t * t_stride + r0 * n_stride) * in_w,
+                                         n_stride * in_w, in_w, w.w_ih, w.bias});
+            else
+              run_rows(projected);
+          } else {
+            run_rows(projected);
+          }
+          T* tmp = h; h = h_next; h_next = tmp;
+          tmp = c; c = c_next; c_next = tmp;
+          continue;
         }
         // Past a row's length the state holds (the reverse direction thus starts at its last
         // valid step) and the output is zero: done item by item by the epilogue.
@@ -1346,6 +1408,7 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         T* tmp = h; h = h_next; h_next = tmp;
         tmp = c; c = c_next; c_next = tmp;
       }
+      if (a.by_rows) par.sync();  // the copies below take columns of every row
       for (int64_t n = 0; n < N; ++n) {
         copy_n(h + n * P + hc0, hc1 - hc0, a.hn + (ld * N + n) * P + hc0);
         if (Cell::kHasC) copy_n(c + n * H + cc0, cc1 - cc0, a.cn + (ld * N + n) * H + cc0);
@@ -1355,12 +1418,54 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
   }
 }
 
+// Whether a sequence's threads split the batch rows (each steps its share of the rows through
+// the whole sequence, every hidden block) instead of the hidden blocks of every step (all rows).
+// Rows need no barrier between time steps, and a thread reads only state rows it wrote itself,
+// where blocks have every thread read the rows the others wrote, from their cores, every step:
+// measured (2 threads, T = 100, N = 16-64, Xeon family 6 model 207) that cost 10-20% at H = 128
+// and 5-10% at H = 256. Rows read all the weights of a step per thread, not a share: they pay
+// while a thread's rows do enough work per weight byte (kSplitBytesPerRow), so at least
+// kSplitMinRows each. Only where every tile of a step, over all N rows or over any thread's
+// share, sums each row alone (Cell::row_invariant, one_chain_per_row): then a row gets the
+// same bits in a share as in the whole batch, and the results stay those of one thread.
+constexpr int64_t kSplitMinRows = 4;
+constexpr double kSplitBytesPerRow = double(256 << 10);
+template <class Cell, typename T>
+bool rows_split(const SeqShape& s, int n) {
+  const int64_t rows = s.N / (n > 0 ? n : 1);  // the fewest rows a thread gets
+  if (n < 2 || rows < kSplitMinRows) return false;
+  for (int l = 0; l < (s.L > 1 ? 2 : 1); ++l) {  // the first layer, then the others' input
+    const LayerDims d{l == 0 ? s.I : s.D * s.P, s.H, s.P};
+    if (!Cell::row_invariant(d, s.N)) return false;
+    for (int i = 0; i < n; ++i) {
+      int64_t b0, b1;
+      split_range(s.N, i, n, &b0, &b1);
+      if (!Cell::row_invariant(d, b1 - b0)) return false;
+    }
+    const int64_t K = input_by_tiles<Cell, T>(d, s.N) ? d.I + d.P : d.P;  // weights per step
+    if (rows * kSplitBytesPerRow < double(nblocks<T>(d.H)) * Cell::G * Tile<T>::VB * K * sizeof(T))
+      return false;
+  }
+  return true;
+}
+
+// Threads a sequence call runs on, and whether they split the batch rows (rows_split) or the
+// hidden blocks of every step.
+template <class Cell, typename T>
+int sequence_plan(const SeqShape& s, bool* by_rows) {
+  const int n = threads_for(2.0 * s.N * Cell::G * s.H * (s.H + s.P),
+                            nblocks<T>(s.P < s.H ? s.P : s.H));
+  *by_rows = rows_split<Cell, T>(s, n);
+  return n;
+}
+
 template <class Cell, typename T>
 void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
                    const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
   Sched sched;
-  SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, &sched};
-  const int n = threads_for(2.0 * s.N * Cell::G * s.H * (s.H + s.P), nblocks<T>(s.P < s.H ? s.P : s.H));
+  bool by_rows;
+  const int n = sequence_plan<Cell, T>(s, &by_rows);
+  SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, &sched, by_rows};
   sched_init(&sched, n);
   if (n == 1)
     sequence_thread<Cell, T>(&a, 0, 1);

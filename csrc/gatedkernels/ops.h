@@ -23,6 +23,7 @@ struct KernelOps {
   void (*activation_forward)(int, const T*, int64_t, T*);
   void (*sequence_forward)(const CellSpec&, const SeqShape&, const T* const*, const T*,
                            const int64_t*, const T*, const T*, T*, T*, T*, T*);
+  int (*sequence_threads)(const CellSpec&, const SeqShape&, bool*);
 };
 
 // One pair of tables per ISA translation unit. avx2 / avx512 exist only on x86-64.

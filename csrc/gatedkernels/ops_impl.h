@@ -73,6 +73,11 @@ int64_t seq_ws_t(const CellSpec& spec, const SeqShape& s) {
 }
 
 template <typename T>
+int seq_plan_t(const CellSpec& spec, const SeqShape& s, bool* by_rows) {
+  return with_cell<T>(spec, [&](auto cell) { return sequence_plan<decltype(cell), T>(s, by_rows); });
+}
+
+template <typename T>
 void seq_t(const CellSpec& spec, const SeqShape& s, const T* const* packed, const T* x,
            const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
   with_cell<T>(spec, [&](auto cell) {
@@ -101,7 +106,7 @@ KernelOps<T> make_ops(const char* name) {
   return KernelOps<T>{name,           Tile<T>::VB,      packed_layer_size_t<T>,
                       pack_layer_impl<T>, step_ws_t<T>, step_t<T>,
                       raw_ws_t<T>,    raw_step_t<T>,    seq_ws_t<T>,
-                      activation_t<T>, seq_t<T>};
+                      activation_t<T>, seq_t<T>,        seq_plan_t<T>};
 }
 
 }  // namespace GK_ISA

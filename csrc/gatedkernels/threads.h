@@ -57,7 +57,8 @@ void work_open(Sched* s, int tid, int n, int64_t count);
 int64_t work_next(Sched* s, int tid, int n, int64_t count, int* cursor, bool reverse = false);
 
 // Runs task(ctx, tid, n) for tid = 0 .. n-1 concurrently and returns when all have finished;
-// tid 0 runs on the calling thread. n is clamped to [1, get_num_threads()].
+// tid 0 runs on the calling thread. n is clamped to [1, kMaxThreads] only: the caller picks it
+// (at most get_num_threads(), read once) and sizes its barrier for it.
 typedef void (*TaskFn)(void* ctx, int tid, int n);
 void parallel_run(int n, TaskFn task, void* ctx);
 

@@ -11,7 +11,8 @@
 //   (PyTorch-layout weights) against one reference step, with and without biases;
 //   sequence_forward (2 layers, both directions, ragged lengths, both layouts, given or zero
 //   initial states) against the reference sequence; the sequence and a large step on 1 and 2
-//   threads, bitwise equal (SPEC §6: the thread count changes no bit).
+//   threads, bitwise equal (SPEC §6: the thread count changes no bit), the 2 threads of a
+//   sequence splitting the hidden blocks of every step or (N = 48) the batch rows.
 // Tolerances are SPEC §6's: float64 per element |got - oracle| <= 1e-12 |oracle| + 1e-14;
 // float32 max |got - oracle| <= 2 max |ref32 - oracle| + 1e-6, ref32 being the same reference
 // computed in float (the oracle is it in double, on the same float weights and inputs).
@@ -422,6 +423,22 @@ void check_dtype(int isa, Rng& rng) {
     // Large enough for 2 threads in the sequence (2.5e5 flops per thread and step).
     check_sequence<T>(isa, v, Shape{8, 24, 130, 50}, 3, false, true, true, true, rng);
     check_step_threads<T>(isa, v, rng);
+    // N = 48 rows in whole tiles of every pass: the 2 threads split the batch rows (kernel.h,
+    // rows_split), as sequence_threads must say, for every variant and build.
+    const Shape rows{48, 24, 130, 50};
+    const SeqShape s{3, rows.N, rows.I, rows.H, v.proj ? rows.P : rows.H, 2, 2, true};
+    set_num_threads(2);
+    bool by_rows = false;
+    const int n = sequence_threads<T>(isa, v.spec, s, &by_rows);
+    set_num_threads(1);
+    ++g_checks;
+    if (n != 2 || !by_rows) {
+      ++g_failures;
+      std::printf("FAIL %s %s %s sequence N=48 on 2 threads: %d threads%s, expected 2 on rows\n",
+                  isa_name(isa), sizeof(T) == 4 ? "float32" : "float64", v.name, n,
+                  by_rows ? " on rows" : " on hidden blocks");
+    }
+    check_sequence<T>(isa, v, rows, 3, true, true, true, true, rng);
   }
 }
 
