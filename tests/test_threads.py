@@ -161,6 +161,31 @@ def test_rows_split_bitwise_identical_for_any_thread_count(kind, variant, rng, r
     _check_sequence_all_thread_counts(kind, x, weights, opts, f"rows split N={N}")
 
 
+@pytest.mark.parametrize("kind,variant", VARIANTS, ids=IDS)
+def test_rows_split_every_batch_size_bitwise_identical(kind, variant, rng, restore_threads):
+    """Every batch size from 8 to 40 at 2 and 3 threads, float32 and float64: the same bits as
+    one thread. The shares of the rows are cut where each keeps the accumulator sets its rows
+    have in the whole batch (kernel.h, rows_split), so they can be uneven (an RNN of 13 rows
+    on AVX-512: 8 and 5); where no cut keeps them, the hidden blocks are split. Some sizes here
+    must split by rows (the kernel reports which)."""
+    T, I, H = 2, 24, 128
+    split = 0
+    for dtype in (np.float32, np.float64):
+        m = _module(kind, I, H, variant, num_layers=2, dtype=dtype)
+        for N in range(8, 41):
+            x = rng.standard_normal((T, N, I)).astype(dtype)
+            lengths = _helpers.random_lengths(rng, N, T)
+            gk.set_num_threads(1)
+            want = _helpers.flatten(m(x, lengths=lengths))
+            for n in (2, 3):
+                gk.set_num_threads(n)
+                split += m._kernel.sequence_threads(T, N)[1]
+                got = _helpers.flatten(m(x, lengths=lengths))
+                for a, b in zip(want, got):
+                    assert np.array_equal(a, b), f"{dtype.__name__} N={N} on {n} threads"
+    assert split >= 4, f"only {split} of 132 calls split the batch rows"
+
+
 def test_rows_split_plan(restore_threads):
     """Which sequences split the batch rows among threads (kernel.h, rows_split): none on one
     thread, nor with one row, nor with fewer than 4 rows a thread; where a step's weights are

@@ -362,12 +362,20 @@ GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t blo
 // bias (G*VB values, or null): added to each row's finished sum as it is stored, the same
 // rounding as adding it afterwards, without a pass over the tile through memory.
 constexpr int kChains = 8;  // FMA latency x throughput on current x86 and Arm cores
-// Whether every tile of `tl` (G gates) has a single accumulator set (G * rows >= kChains), so
-// sums each row's dot products in one chain of FMAs in k order. Then a row's result depends
-// neither on the height of its tile nor on which other rows share the pass: a step over any
-// subset of the rows gives those rows the same bits (see rows_split).
-inline bool one_chain_per_row(const Tiling& tl, int G) {
-  return tl.rows >= 1 && G * tl.min_rows() >= kChains;
+// The accumulator sets S of a tile of R rows and G gates (below): k is dealt round-robin to
+// them and their sums are folded at the end, so a row's bits depend on S, not on R itself.
+inline int64_t sets_of(int G, int64_t R) {
+  const int64_t acc = G * R;
+  return acc >= kChains ? 1 : (kChains + acc - 1) / acc;
+}
+// Whether the rows [r0, r0 + part.rows) of a pass tiled as `whole` (g_whole gates a tile) are
+// summed with the same accumulator sets when they are tiled alone as `part` (g_part gates): then
+// a step over those rows alone gives them the bits they get in the whole batch (rows_split).
+inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int g_part,
+                      int64_t r0) {
+  for (int64_t n = 0; n < part.rows; ++n)
+    if (sets_of(g_part, part.height(n)) != sets_of(g_whole, whole.height(r0 + n))) return false;
+  return true;
 }
 template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
@@ -794,13 +802,20 @@ struct Lstm {
   static int64_t min_tile_rows(const LayerDims& d, int64_t N) {
     return split_tile(d, N) ? N : tiling(N, Tile<T>::bt(G), G).min_rows();
   }
-  // Whether each row of a step gets the same bits whatever rows share it (one_chain_per_row in
-  // every pass: the gate tiles, a gate-split tile's passes of G / 2 gates, W_hr's tiles).
-  static bool row_invariant(const LayerDims& d, int64_t N) {
-    if (N < 2) return false;  // the one-row step
-    const bool gates = split_tile(d, N) ? (G / 2) * N >= kChains
-                                        : one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
-    return gates && (d.P == d.H || one_chain_per_row(tiling(N, Tile<T>::bt(1), 1), 1));
+  // Whether rows [r0, r1) of a step of N rows, stepped alone, get the bits they get in the
+  // whole step: the same accumulator sets (same_sets) in every pass, the gate tiles (a
+  // gate-split tile: one tile of G / 2 gates a pass) and W_hr's.
+  static bool rows_alone(const LayerDims& d, int64_t N, int64_t r0, int64_t r1) {
+    if (N < 2 || r1 - r0 < 2) return false;  // the one-row step
+    auto gates = [&](int64_t rows, int* g) {
+      *g = split_tile(d, rows) ? G / 2 : G;
+      return split_tile(d, rows) ? tiling(rows, int(rows), G) : tiling(rows, Tile<T>::bt(G), G);
+    };
+    int gw, gp;
+    const Tiling whole = gates(N, &gw), part = gates(r1 - r0, &gp);
+    return same_sets(whole, gw, part, gp, r0) &&
+           (d.P == d.H || same_sets(tiling(N, Tile<T>::bt(1), 1), 1,
+                                    tiling(r1 - r0, Tile<T>::bt(1), 1), 1, r0));
   }
 
   template <int BT, int Passes, class X, class Epi>
@@ -901,13 +916,12 @@ struct Gru {
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
     return tiling(N, Tile<T>::bt(G), G).min_rows();
   }
-  static bool row_invariant(const LayerDims&, int64_t N) {  // see Lstm
-    if (N < 2) return false;
-    if constexpr (kLinearBeforeReset)
-      return one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
-    else
-      return one_chain_per_row(tiling(N, Tile<T>::bt(2), 2), 2) &&
-             one_chain_per_row(tiling(N, Tile<T>::bt(1), 1), 1);
+  static bool rows_alone(const LayerDims&, int64_t N, int64_t r0, int64_t r1) {  // see Lstm
+    if (N < 2 || r1 - r0 < 2) return false;
+    auto same = [&](int g) {
+      return same_sets(tiling(N, Tile<T>::bt(g), g), g, tiling(r1 - r0, Tile<T>::bt(g), g), g, r0);
+    };
+    return kLinearBeforeReset ? same(G) : same(2) && same(1);
   }
 
   // The Cho GRU reads its input projection in two passes (r, z, then n): only XRows.
@@ -1041,8 +1055,9 @@ struct Rnn {
   static int64_t min_tile_rows(const LayerDims&, int64_t N) {
     return tiling(N, Tile<T>::bt(G), G).min_rows();
   }
-  static bool row_invariant(const LayerDims&, int64_t N) {  // see Lstm
-    return N >= 2 && one_chain_per_row(tiling(N, Tile<T>::bt(G), G), G);
+  static bool rows_alone(const LayerDims&, int64_t N, int64_t r0, int64_t r1) {  // see Lstm
+    return N >= 2 && r1 - r0 >= 2 &&
+           same_sets(tiling(N, Tile<T>::bt(G), G), G, tiling(r1 - r0, Tile<T>::bt(G), G), G, r0);
   }
 
   static void owned(const LayerDims& d, const Par& par, int64_t* h0, int64_t* h1, int64_t* c0,
@@ -1232,7 +1247,7 @@ struct SeqArgs {
   const T *h0, *c0;
   T *y, *hn, *cn, *ws;
   Sched* sched;  // on the caller's stack (see step_impl)
-  bool by_rows;  // see rows_split
+  const int64_t* row_at;  // rows_split: thread i steps rows [row_at[i], row_at[i + 1]); or null
 };
 
 // A sequence's epilogue of an item of a step (see NoEpilogue): copies the new hidden state to
@@ -1297,8 +1312,8 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
   p += 2 * round_up(N * H);
   T* scratch = p;
 
-  int64_t r0 = 0, r1 = N;  // batch rows this thread steps, when they are split (rows_split)
-  if (a.by_rows) split_range(N, tid, nthreads, &r0, &r1);
+  const bool by_rows = a.row_at != nullptr && nthreads > 1;  // see rows_split
+  const int64_t r0 = by_rows ? a.row_at[tid] : 0, r1 = by_rows ? a.row_at[tid + 1] : N;
   const bool zigzag_threads =
       double(nb) * P * Cell::G * Tile<T>::VB * sizeof(T) > kAheadBytes;  // see the steps below
   // Row of (t, n) in x, y and the projection: the layout is the caller's, never transposed.
@@ -1333,7 +1348,7 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         if (!by_tiles && step % chunk == 0) {
           // The input projection of steps [step, step + chunk): after the previous step's
           // barrier, so nobody still reads the previous chunk.
-          if (a.by_rows && step > 0) par.sync();  // rows: no barrier between steps
+          if (by_rows && step > 0) par.sync();  // rows: no barrier between steps
           const int64_t first = step, steps = T_ - step < chunk ? T_ - step : chunk;
           auto row_of = [&](int64_t q) {
             const int64_t st = first + q / N, tq = dir == 0 ? st : T_ - 1 - st;
@@ -1342,7 +1357,7 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
           project_packed<T, Cell::G>(row_of, steps * N, in_w, w.w_ih, w.bias, nb, xp, par);
           par.sync();  // an item of a step may read rows another thread projected
         }
-        if (a.by_rows) {
+        if (by_rows) {
           // This thread's rows [r0, r1) as a sequence of their own, every hidden block, on one
           // thread: the same tiles' arithmetic as the whole batch (rows_split), and no barrier,
           // since each step reads only the state rows this thread wrote the step before.
@@ -1408,7 +1423,7 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
         T* tmp = h; h = h_next; h_next = tmp;
         tmp = c; c = c_next; c_next = tmp;
       }
-      if (a.by_rows) par.sync();  // the copies below take columns of every row
+      if (by_rows) par.sync();  // the copies below take columns of every row
       for (int64_t n = 0; n < N; ++n) {
         copy_n(h + n * P + hc0, hc1 - hc0, a.hn + (ld * N + n) * P + hc0);
         if (Cell::kHasC) copy_n(c + n * H + cc0, cc1 - cc0, a.cn + (ld * N + n) * H + cc0);
@@ -1419,43 +1434,58 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
 }
 
 // Whether a sequence's threads split the batch rows (each steps its share of the rows through
-// the whole sequence, every hidden block) instead of the hidden blocks of every step (all rows).
-// Rows need no barrier between time steps, and a thread reads only state rows it wrote itself,
-// where blocks have every thread read the rows the others wrote, from their cores, every step:
-// measured (2 threads, T = 100, N = 16-64, Xeon family 6 model 207) that cost 10-20% at H = 128
-// and 5-10% at H = 256. Rows read all the weights of a step per thread, not a share: they pay
-// while a thread's rows do enough work per weight byte (kSplitBytesPerRow), so at least
-// kSplitMinRows each. Only where every tile of a step, over all N rows or over any thread's
-// share, sums each row alone (Cell::row_invariant, one_chain_per_row): then a row gets the
-// same bits in a share as in the whole batch, and the results stay those of one thread.
+// the whole sequence, every hidden block) instead of the hidden blocks of every step (all rows);
+// if so, thread i's rows are [at[i], at[i + 1]). Rows need no barrier between time steps, and a
+// thread reads only state rows it wrote itself, where blocks have every thread read the rows the
+// others wrote, from their cores, every step: measured (2 threads, T = 100, N = 16-64, Xeon
+// family 6 model 207) that cost 10-20% at H = 128 and 5-10% at H = 256. Rows read all the
+// weights of a step per thread, not a share: they pay while a thread's rows do enough work per
+// weight byte (kSplitBytesPerRow), so at least kSplitMinRows each. A share's rows must get the
+// bits they get in the whole batch (Cell::rows_alone: the same accumulator sets in every tile),
+// so that the results stay those of one thread: each boundary is the nearest to an even split
+// that keeps that, within kSplitSkew of it.
 constexpr int64_t kSplitMinRows = 4;
 constexpr double kSplitBytesPerRow = double(256 << 10);
+constexpr double kSplitSkew = 1.25;  // the largest share, over N / n
 template <class Cell, typename T>
-bool rows_split(const SeqShape& s, int n) {
-  const int64_t rows = s.N / (n > 0 ? n : 1);  // the fewest rows a thread gets
-  if (n < 2 || rows < kSplitMinRows) return false;
+bool rows_split(const SeqShape& s, int n, int64_t* at) {
+  const int64_t N = s.N;
+  if (n < 2 || N < n * kSplitMinRows) return false;
+  const LayerDims d{s.I, s.H, s.P};  // the tiles do not depend on a layer's input width
+  const int64_t most = static_cast<int64_t>(kSplitSkew * double(N) / n);
+  at[0] = 0;
+  at[n] = N;
+  for (int i = 1; i < n; ++i) {
+    const int64_t ideal = (i * N + n / 2) / n;
+    at[i] = -1;
+    for (int64_t delta = 0; delta <= 16 && at[i] < 0; ++delta)
+      for (int64_t b : {ideal + delta, ideal - delta}) {
+        if (b - at[i - 1] < kSplitMinRows || b - at[i - 1] > most ||
+            N - b < (n - i) * kSplitMinRows || !Cell::rows_alone(d, N, at[i - 1], b))
+          continue;
+        if (i == n - 1 && (N - b > most || !Cell::rows_alone(d, N, b, N))) continue;  // the last
+        at[i] = b;
+        break;
+      }
+    if (at[i] < 0) return false;
+  }
+  int64_t rows = N;  // the fewest rows a thread gets
+  for (int i = 0; i < n; ++i) rows = at[i + 1] - at[i] < rows ? at[i + 1] - at[i] : rows;
   for (int l = 0; l < (s.L > 1 ? 2 : 1); ++l) {  // the first layer, then the others' input
-    const LayerDims d{l == 0 ? s.I : s.D * s.P, s.H, s.P};
-    if (!Cell::row_invariant(d, s.N)) return false;
-    for (int i = 0; i < n; ++i) {
-      int64_t b0, b1;
-      split_range(s.N, i, n, &b0, &b1);
-      if (!Cell::row_invariant(d, b1 - b0)) return false;
-    }
-    const int64_t K = input_by_tiles<Cell, T>(d, s.N) ? d.I + d.P : d.P;  // weights per step
-    if (rows * kSplitBytesPerRow < double(nblocks<T>(d.H)) * Cell::G * Tile<T>::VB * K * sizeof(T))
+    const LayerDims dl{l == 0 ? s.I : s.D * s.P, s.H, s.P};
+    const int64_t K = input_by_tiles<Cell, T>(dl, N) ? dl.I + dl.P : dl.P;  // weights per step
+    if (rows * kSplitBytesPerRow < double(nblocks<T>(dl.H)) * Cell::G * Tile<T>::VB * K * sizeof(T))
       return false;
   }
   return true;
 }
 
-// Threads a sequence call runs on, and whether they split the batch rows (rows_split) or the
-// hidden blocks of every step.
+// Threads a sequence call runs on; sets *by_rows, and with it at[0..n], as rows_split does.
 template <class Cell, typename T>
-int sequence_plan(const SeqShape& s, bool* by_rows) {
+int sequence_plan(const SeqShape& s, bool* by_rows, int64_t* at) {
   const int n = threads_for(2.0 * s.N * Cell::G * s.H * (s.H + s.P),
                             nblocks<T>(s.P < s.H ? s.P : s.H));
-  *by_rows = rows_split<Cell, T>(s, n);
+  *by_rows = rows_split<Cell, T>(s, n, at);
   return n;
 }
 
@@ -1464,8 +1494,10 @@ void sequence_impl(const CellSpec& spec, const SeqShape& s, const T* const* pack
                    const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws) {
   Sched sched;
   bool by_rows;
-  const int n = sequence_plan<Cell, T>(s, &by_rows);
-  SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, &sched, by_rows};
+  int64_t row_at[kMaxThreads + 1];
+  const int n = sequence_plan<Cell, T>(s, &by_rows, row_at);
+  SeqArgs<T> a{&spec, &s, packed, x, lengths, h0, c0, y, hn, cn, ws, &sched,
+               by_rows ? row_at : nullptr};
   sched_init(&sched, n);
   if (n == 1)
     sequence_thread<Cell, T>(&a, 0, 1);

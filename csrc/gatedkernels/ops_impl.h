@@ -74,7 +74,9 @@ int64_t seq_ws_t(const CellSpec& spec, const SeqShape& s) {
 
 template <typename T>
 int seq_plan_t(const CellSpec& spec, const SeqShape& s, bool* by_rows) {
-  return with_cell<T>(spec, [&](auto cell) { return sequence_plan<decltype(cell), T>(s, by_rows); });
+  int64_t at[kMaxThreads + 1];
+  return with_cell<T>(spec,
+                      [&](auto cell) { return sequence_plan<decltype(cell), T>(s, by_rows, at); });
 }
 
 template <typename T>
