@@ -1110,8 +1110,8 @@ struct Rnn {
 
 // Threads for a call whose time steps each do `flops_per_step` of recurrent work: one below the
 // threshold, never more than there are hidden blocks to share. A sequence wakes the pool once and
-// then meets at a barrier every step (a microsecond or two): 2.5e5 flops per thread per step pay
-// for that. A single step call pays the wake-up (about 9 us on the 2-vCPU CI machine) for one
+// then meets at a barrier every step (a microsecond or two; split by rows, see rows_split, only
+// around its projection chunks): 2.5e5 flops per thread per step pay for that. A single step call pays the wake-up (about 9 us on the 2-vCPU CI machine) for one
 // step: 1.5e6 flops per thread. Measured there, LSTM stream steps at 2 threads against 1 (min of
 // 2 x 7 interleaved timeit runs): (N, I, H) = (4, 128, 256) 1.25x, (8, 128, 256) 1.55x,
 // (16, 64, 128) 1.20x, (1, 256, 512) 2.62x; the earlier 4e6 kept all of these on one thread.
@@ -1458,8 +1458,9 @@ bool rows_split(const SeqShape& s, int n, int64_t* at) {
   for (int i = 1; i < n; ++i) {
     const int64_t ideal = (i * N + n / 2) / n;
     at[i] = -1;
-    for (int64_t delta = 0; delta <= 16 && at[i] < 0; ++delta)
-      for (int64_t b : {ideal + delta, ideal - delta}) {
+    for (int64_t delta = 0; delta <= 16 && at[i] < 0; ++delta) {
+      const int64_t candidates[2] = {ideal + delta, ideal - delta};
+      for (int64_t b : candidates) {
         if (b - at[i - 1] < kSplitMinRows || b - at[i - 1] > most ||
             N - b < (n - i) * kSplitMinRows || !Cell::rows_alone(d, N, at[i - 1], b))
           continue;
@@ -1467,6 +1468,7 @@ bool rows_split(const SeqShape& s, int n, int64_t* at) {
         at[i] = b;
         break;
       }
+    }
     if (at[i] < 0) return false;
   }
   int64_t rows = N;  // the fewest rows a thread gets
