@@ -1357,69 +1357,45 @@ void sequence_thread(void* ctx, int tid, int nthreads) {
           project_packed<T, Cell::G>(row_of, steps * N, in_w, w.w_ih, w.bias, nb, xp, par);
           par.sync();  // an item of a step may read rows another thread projected
         }
-        if (by_rows) {
-          // This thread's rows [r0, r1) as a sequence of their own, every hidden block, on one
-          // thread: the same tiles' arithmetic as the whole batch (rows_split), and no barrier,
-          // since each step reads only the state rows this thread wrote the step before.
-          const int64_t M = r1 - r0;
-          Par solo{0, 1, a.sched};
-          solo.backward = step % 2 == 1;  // see below
-          const SeqEpilogue<T> epi_rows{a.lengths ? a.lengths + r0 : nullptr, t, P, H,
-                                        n_stride * DP,
-                                        out + (t * t_stride + r0 * n_stride) * DP + dir * P,
-                                        h + r0 * P, c + r0 * H, h_next + r0 * P,
-                                        c_next + r0 * H, Cell::kHasC};
-          auto run_rows = [&](const auto& xs) {
-            Cell::step(d, M, w, xs, h + r0 * P, c + r0 * H, h_next + r0 * P, c_next + r0 * H,
-                       scratch + Cell::scratch(d, r0), solo, NoEpilogue{});
-            epi_rows.on_c(0, M, 0, H);
-            epi_rows.on_h(0, M, 0, P);
-          };
-          const XRows<T, Cell::G> projected{xp + ((step % chunk) * N + r0) * row, row};
-          if constexpr (Cell::kFusedInput) {
-            if (by_tiles)
-              run_rows(XTile<T, Cell::G>{in + (t * t_stride + r0 * n_stride) * in_w,
-                                         n_stride * in_w, in_w, w.w_ih, w.bias});
-            else
-              run_rows(projected);
-          } else {
-            run_rows(projected);
-          }
-          T* tmp = h; h = h_next; h_next = tmp;
-          tmp = c; c = c_next; c_next = tmp;
-          continue;
-        }
         // Past a row's length the state holds (the reverse direction thus starts at its last
-        // valid step) and the output is zero: done item by item by the epilogue.
-        const SeqEpilogue<T> epi{a.lengths, t, P, H, n_stride * DP, out + t * t_stride * DP + dir * P,
-                                 h, c, h_next, c_next, Cell::kHasC};
+        // valid step) and the output is zero: done item by item by the epilogue. Rows [r0, r1)
+        // (all of them unless by_rows) from here on.
+        const int64_t M = r1 - r0;
+        const SeqEpilogue<T> epi{a.lengths ? a.lengths + r0 : nullptr, t, P, H, n_stride * DP,
+                                 out + (t * t_stride + r0 * n_stride) * DP + dir * P, h + r0 * P,
+                                 c + r0 * H, h_next + r0 * P, c_next + r0 * H, Cell::kHasC};
+        // A thread alone on its rows (one thread, or split by rows: the same tiles' arithmetic
+        // as the whole batch, see rows_split, and no barrier, since each step reads only the
+        // state rows this thread wrote the step before) steps every block of them at once.
+        const bool alone = nthreads == 1 || by_rows;
         // Every other step visits the blocks last to first, so it starts on the weights the
         // step before read last, which are still in cache (see step_forward). With several
         // threads, each in its own range of blocks, and only for a layer of more than
         // kAheadBytes of recurrent weights: 2-thread LSTM T=100, N=1, H=512 1.20-1.35x, while
         // at H <= 256 (weights that stay in L2 in any order) it read 0.95-1.00x.
-        Par zigzag = par;
-        zigzag.backward = step % 2 == 1 && (nthreads == 1 || zigzag_threads);
+        Par zigzag = alone ? Par{0, 1, a.sched} : par;
+        zigzag.backward = step % 2 == 1 && (alone || zigzag_threads);
         auto run = [&](const auto& xs) {
-          if (nthreads == 1) {  // whole rows at once: fewer, longer copies
-            Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, NoEpilogue{});
-            epi.on_c(0, N, 0, H);
-            epi.on_h(0, N, 0, P);
+          if (alone) {  // whole rows at once: fewer, longer copies
+            Cell::step(d, M, w, xs, h + r0 * P, c + r0 * H, h_next + r0 * P, c_next + r0 * H,
+                       scratch + Cell::scratch(d, r0), zigzag, NoEpilogue{});
+            epi.on_c(0, M, 0, H);
+            epi.on_h(0, M, 0, P);
           } else {
             Cell::step(d, N, w, xs, h, c, h_next, c_next, scratch, zigzag, epi);
           }
         };
-        const XRows<T, Cell::G> projected{xp + (step % chunk) * N * row, row};
+        const XRows<T, Cell::G> projected{xp + ((step % chunk) * N + r0) * row, row};
         if constexpr (Cell::kFusedInput) {
           if (by_tiles)
-            run(XTile<T, Cell::G>{in + t * t_stride * in_w, n_stride * in_w, in_w, w.w_ih,
-                                  w.bias});
+            run(XTile<T, Cell::G>{in + (t * t_stride + r0 * n_stride) * in_w, n_stride * in_w,
+                                  in_w, w.w_ih, w.bias});
           else
             run(projected);
         } else {
           run(projected);
         }
-        par.sync();  // h_next complete before anyone reads it as h
+        if (!by_rows) par.sync();  // h_next complete before anyone reads it as h
         T* tmp = h; h = h_next; h_next = tmp;
         tmp = c; c = c_next; c_next = tmp;
       }
