@@ -7,8 +7,9 @@ A build is a directory that holds a built `gatedkernels` package (a checkout aft
 `python setup.py build_ext --inplace`, or a site-packages directory). A case is
 `kind:T:N:H` (a T-step sequence of gk.LSTM / GRU / RNN(H, H) on x [T, N, H]) or
 `kindcell:I:N:H` (one zero-allocation stream step of gk.LSTMCell / GRUCell / RNNCell(I, H) on
-N rows) or `kindfn:I:N:H` (one functional step, gk.lstm_cell / gru_cell / rnn_cell, on raw
-PyTorch-layout weights), float32, one thread (--threads: more).
+N rows), `kindcall:I:N:H` (the module's own call, `cell(x, hx)`) or `kindfn:I:N:H` (one
+functional step, gk.lstm_cell / gru_cell / rnn_cell, on raw PyTorch-layout weights); `kindcallout`
+and `kindfnout` pass out= buffers. float32, one thread (--threads: more).
 
 Why processes and not one process: two builds in one process (threads_speedup.py --before) share
 the core's L2. A step at (8, 128, 256) reads 1.5 MiB of weights, and with two builds' weights
@@ -35,16 +36,24 @@ for case in sys.argv[2:]:
     kind, a, n, h = case.split(":")
     a, n, h = int(a), int(n), int(h)
     rng = np.random.default_rng(0)
-    if kind.endswith("fn"):  # a functional cell on raw PyTorch-layout weights
-        base = kind[:-2]
+    if kind.endswith(("fn", "fnout", "call", "callout")):
+        # a functional cell on raw PyTorch-layout weights, or a cell module's own call; "out":
+        # into caller-owned buffers (out=)
+        base = kind.replace("out", "")[:-4 if kind.replace("out", "").endswith("call") else -2]
         cls = {"lstm": gk.LSTMCell, "gru": gk.GRUCell, "rnn": gk.RNNCell}[base]
-        sd = cls(a, h, seed=0).state_dict()
+        module = cls(a, h, seed=0)
+        sd = module.state_dict()
         w = [np.array(sd[k]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         x = rng.standard_normal((n, a)).astype(np.float32)
         h0 = rng.standard_normal((n, h)).astype(np.float32)
-        call = getattr(gk, base + "_cell")
         hx = (h0, h0.copy()) if base == "lstm" else h0
-        fn = lambda: call(x, hx, *w)
+        bufs = tuple(np.empty((n, h), np.float32) for _ in range(2))
+        kw = {"out": bufs if base == "lstm" else bufs[0]} if kind.endswith("out") else {}
+        if "call" in kind:
+            fn = lambda: module(x, hx, **kw)
+        else:
+            call = getattr(gk, base + "_cell")
+            fn = lambda: call(x, hx, *w, **kw)
         out = fn()
         digest = hashlib.sha1(np.asarray(out[0] if base == "lstm" else out).tobytes()).hexdigest()[:12]
     elif kind.endswith("cell"):

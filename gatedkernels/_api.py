@@ -162,9 +162,9 @@ def pack_per_call(N, I, P):
 def _cell(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lbr=True, relu=False, out=None):
     """Shared pipeline of the three functional cells. Returns (h1, c1) (c1 None unless LSTM);
     `out` is None, h1 or (h1, c1): caller-owned buffers written in place."""
-    if out is None and w_hr is None:  # arrays that need no conversion: checked in C
+    if w_hr is None:  # arrays that need no conversion (and out= buffers): checked in C
         fast = _ext.raw_call(kind, lbr, relu, x, h, c, w_ih, w_hh, b_ih, b_hh,
-                             _config.get_isa(), PACK_PER_CALL)
+                             _config.get_isa(), PACK_PER_CALL, out)
         if fast is not None:
             return fast
     if device_kind(x) is not None:  # a CUDA array: the GPU path, outputs of the same kind

@@ -168,7 +168,9 @@ class _Module:
         return 0 if self._kernel is None else self._kernel.packed_bytes
 
 
-class _CellModule(_Module):
+class _CellModule(_Module, _ext.CellCall):
+    # __call__ is _ext.CellCall's (in C): plain arrays go to the kernel, the rest to _call.
+
     def __init__(self, kind, input_size, hidden_size, bias, lbr, relu, dtype, seed, rng, backend):
         self._init_common(kind, input_size, hidden_size, bias, lbr, relu, dtype, backend)
         self._init_params(seed, rng)
@@ -298,7 +300,7 @@ class LSTMCell(_CellModule):
                          backend)
         self._place(device)
 
-    def __call__(self, x, hx=None, *, out=None):
+    def _call(self, x, hx, out):
         """out=(h1, c1): caller-owned buffers [N, H] written in place (no allocation)."""
         h, c = _api.split_lstm_hx(hx)
         return self._step(x, h, c, out)
@@ -319,7 +321,7 @@ class GRUCell(_CellModule):
                          dtype, seed, rng, backend)
         self._place(device)
 
-    def __call__(self, x, hx=None, *, out=None):
+    def _call(self, x, hx, out):
         """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
         return self._step(x, hx, None, out)[0]
 
@@ -339,7 +341,7 @@ class RNNCell(_CellModule):
                          backend)
         self._place(device)
 
-    def __call__(self, x, hx=None, *, out=None):
+    def _call(self, x, hx, out):
         """out=h1: a caller-owned buffer [N, H] written in place (no allocation)."""
         return self._step(x, hx, None, out)[0]
 

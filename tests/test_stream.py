@@ -229,6 +229,85 @@ def test_cell_call_fast_path_matches_general_path(name, make, rng):
         run(x[:, :I - 1].copy(), h, c)
 
 
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "functional"])
+@pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
+def test_out_buffers_fast_path(name, make, functional, rng):
+    """Cell calls with out= on plain arrays are checked and run in C (Kernel.call_cell,
+    _ext.raw_call): the caller's buffers come back written, bitwise as the allocating call. A
+    buffer that shares memory with an input or with the other output, by as little as one
+    element, goes the general way and is refused there; buffers side by side in one array are
+    taken."""
+    from gatedkernels import _api, _ext
+
+    N, I, H = 3, 5, 7
+    cell = make(I, H, np.float32)
+    lstm = name == "lstm"
+    sd = cell.state_dict()
+    w = [np.array(sd[k]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]  # writable
+    lbr = getattr(cell, "linear_before_reset", True)
+    relu = name == "rnn_relu"
+    kind = {"lstm": _api.LSTM, "rnn_relu": _api.RNN}.get(name, _api.GRU)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    # one array holds h, c and room for both outputs, row blocks side by side
+    buf = rng.standard_normal((4 * N, H)).astype(np.float32)
+    flat = buf.reshape(-1)
+    h, c = buf[:N], buf[N:2 * N]
+    hx = (h, c) if lstm else h
+    if functional:
+        kw = ({} if lstm else {"nonlinearity": "relu"} if relu
+              else {"linear_before_reset": lbr})
+        fn = getattr(gk, {"lstm": "lstm_cell", "rnn_relu": "rnn_cell"}.get(name, "gru_cell"))
+
+        def call(out=None):
+            return fn(x, hx, *w, **kw, out=out)
+
+        def fast(out):
+            got = _ext.raw_call(kind, lbr, relu, x, h, c if lstm else None, *w, gk.get_isa(),
+                                _api.PACK_PER_CALL, out)
+            return got if got is None or lstm else got[0]
+    else:
+        def call(out=None):
+            return cell(x, hx, out=out)
+
+        def fast(out):
+            return cell._kernel.call_cell(x, hx, out)
+
+    def pair(h1, c1):
+        return (h1, c1) if lstm else h1
+
+    want = call()
+    out = pair(buf[2 * N:3 * N], buf[3 * N:])  # right after c: adjacent, not overlapping
+    got = fast(out)
+    assert got is not None
+    if lstm:
+        assert got[0] is out[0] and got[1] is out[1]
+        assert np.array_equal(out[0], want[0]) and np.array_equal(out[1], want[1])
+    else:
+        assert got is out and np.array_equal(out, want)
+    end = (2 if lstm else 1) * N * H  # where the last state input (c, or h) ends
+    one_back = flat[end - 1:end - 1 + N * H].reshape(N, H)  # its last value, nothing more
+    bad = [
+        pair(buf[N - 1:2 * N - 1], buf[3 * N:]),      # h1 over the last row of h
+        pair(one_back, buf[3 * N:]),
+    ]
+    if lstm:
+        bad += [(buf[2 * N:3 * N], buf[2 * N - 1:3 * N - 1]),   # c1 over the last row of c
+                (buf[2 * N:3 * N], buf[2 * N + 1:3 * N + 1])]   # c1 over h1
+    if functional:
+        bad.append(pair(w[1].reshape(-1)[:N * H].reshape(N, H), buf[3 * N:]))  # W_hh's memory
+    for o in bad:
+        assert fast(o) is None
+        with pytest.raises(ValueError, match="overlap"):
+            call(out=o)
+    # a read-only buffer: the general path's error
+    ro = np.empty((N, H), np.float32)
+    ro.flags.writeable = False
+    o = pair(ro, np.empty((N, H), np.float32))
+    assert fast(o) is None
+    with pytest.raises(ValueError, match="writ"):
+        call(out=o)
+
+
 @pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
 def test_functional_call_fast_path_matches_general_path(name, make, rng):
     """The functional cells take a path checked in C (_ext.raw_call) for plain arrays of one
