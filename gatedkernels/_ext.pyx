@@ -531,6 +531,9 @@ cdef class Kernel:
         cast, a list, a missing half of an LSTM state, a device array, a bad shape or length):
         the caller then takes the general path, which converts or reports. Same kernel call, so
         the same results, as that path."""
+        return self._run(x, hx, lengths, batch_first)
+
+    cdef object _run(self, object x, object hx, object lengths, bint batch_first):
         if type(x) is not np.ndarray:
             return None
         cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
@@ -664,6 +667,32 @@ cdef class CellCall:
             if r is not None:
                 return r
         return self._call(x, hx, out)
+
+
+@cython.auto_pickle(False)  # the modules pickle their parameters (_Module.__getstate__)
+cdef class SeqCall:
+    """Base of the sequence modules (LSTM, GRU, RNN): their __call__, in C, as CellCall is the
+    cells'. Plain NumPy arrays go straight to the kernel (Kernel.run); everything else to the
+    module's Python path, ``self._forward(x, hx, lengths)`` -> (y, hn, cn)."""
+    cdef public object _kernel  # the module's Kernel, or None (reference backend)
+
+    def __call__(self, x, hx=None, *, lengths=None):
+        """``output, (h_n, c_n) = lstm(x, (h0, c0))``, ``output, h_n = gru(x, h0)`` (and rnn);
+        x [T, N, I] ([N, T, I] with batch_first) or [T, I]; lengths: valid steps per row."""
+        cdef object k = self._kernel
+        cdef object r = None
+        cdef bint lstm
+        if k is not None:
+            r = (<Kernel>k)._run(x, hx, lengths, self.batch_first)
+            lstm = (<Kernel>k).kind == LSTM
+        else:
+            lstm = self._kind == LSTM
+        if r is None:
+            r = self._forward(x, hx, lengths)
+        cdef tuple t = <tuple?>r
+        if lstm:
+            return t[0], (t[1], t[2])
+        return t[0], t[1]
 
 
 def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh, b_ih, b_hh,

@@ -353,7 +353,9 @@ class RNNCell(_CellModule):
         return cls._from_torch(module, nonlinearity=module.nonlinearity, **kw)
 
 
-class _SequenceModule(_Module):
+class _SequenceModule(_Module, _ext.SeqCall):
+    # __call__ is _ext.SeqCall's (in C): plain arrays go to the kernel, the rest to _forward.
+
     def __init__(self, kind, input_size, hidden_size, num_layers, bias, batch_first,
                  bidirectional, proj_size, lbr, relu, dtype, seed, rng, backend):
         self._init_common(kind, input_size, hidden_size, bias, lbr, relu, dtype, backend)
@@ -390,11 +392,8 @@ class _SequenceModule(_Module):
         object.__setattr__(self, "_kernel", kernel)
 
     def _forward(self, x, hx, lengths):
-        if self.backend == "cpu":
-            # Plain NumPy arrays of the right dtype and shapes: checked in C (Kernel.run), ~1 us.
-            done = self._kernel.run(x, hx, lengths, self.batch_first)
-            if done is not None:
-                return done
+        """What _ext.SeqCall.__call__ does not run in C -> (y, hn, cn): casts, lists, device
+        arrays, the reference backend, and every error."""
         if device_kind(x) is not None:
             p = self._device_params()
             D = 2 if self.bidirectional else 1
@@ -456,10 +455,6 @@ class LSTM(_SequenceModule):
                          bidirectional, proj_size, True, False, dtype, seed, rng, backend)
         self._place(device)
 
-    def __call__(self, x, hx=None, *, lengths=None):
-        y, hn, cn = self._forward(x, hx, lengths)
-        return y, (hn, cn)
-
     @classmethod
     def from_torch(cls, module, **kw):
         return cls._from_torch(module, "LSTM", proj_size=getattr(module, "proj_size", 0), **kw)
@@ -478,10 +473,6 @@ class GRU(_SequenceModule):
                          backend)
         self._place(device)
 
-    def __call__(self, x, hx=None, *, lengths=None):
-        y, hn, _ = self._forward(x, hx, lengths)
-        return y, hn
-
     @classmethod
     def from_torch(cls, module, **kw):
         return cls._from_torch(module, "GRU", **kw)
@@ -499,10 +490,6 @@ class RNN(_SequenceModule):
         super().__init__(RNN_KIND, input_size, hidden_size, num_layers, bias, batch_first,
                          bidirectional, 0, True, relu, dtype, seed, rng, backend)
         self._place(device)
-
-    def __call__(self, x, hx=None, *, lengths=None):
-        y, hn, _ = self._forward(x, hx, lengths)
-        return y, hn
 
     @classmethod
     def from_torch(cls, module, **kw):
