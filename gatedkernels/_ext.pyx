@@ -29,9 +29,11 @@ cnp.import_array()
 ctypedef const float* cfloat_ptr
 ctypedef const double* cdouble_ptr
 
-# Below this many multiply-adds a call keeps the GIL: releasing and retaking it costs ~50 ns.
+# Below this many multiply-adds a call keeps the GIL: releasing and retaking it costs ~50 ns,
+# and 2^17 multiply-adds take 1.3-3 us (a one-row step reads its weights at ~45 G values/s from
+# L2). At 2^15 the LSTM stream step (1, 64, 64), 0.85 us, released it and ran 7% slower.
 cdef enum:
-    GIL_RELEASE_WORK = 32768
+    GIL_RELEASE_WORK = 131072
 
 # A kernel keeps its last workspace up to this size for the next call: allocating one costs about
 # 0.3 us, a tenth of a small sequence call; a larger one is a rounding error beside the call's work.
@@ -874,6 +876,18 @@ def activation(str name, cnp.ndarray x, str isa):
     return y
 
 
+cdef inline void _stream_step(bint f32, int isa, const CellSpec& spec, const LayerDims& dims,
+                              int64_t N, const float* pf, const double* pd, const void* x,
+                              void* h, void* c, void* h1, void* c1, void* ws,
+                              bint backward) noexcept nogil:
+    if f32:
+        step_forward[float](isa, spec, dims, N, pf, <const float*>x, <const float*>h,
+                            <const float*>c, <float*>h1, <float*>c1, <float*>ws, backward)
+    else:
+        step_forward[double](isa, spec, dims, N, pd, <const double*>x, <const double*>h,
+                             <const double*>c, <double*>h1, <double*>c1, <double*>ws, backward)
+
+
 cdef class Stream:
     """Streaming steps of a single-layer, single-direction Kernel, holding the state itself.
 
@@ -887,6 +901,7 @@ cdef class Stream:
     cdef cnp.ndarray hbuf, cbuf, ws   # hbuf [2, N, P], cbuf [2, N, H] (LSTM), ws workspace
     cdef int cur
     cdef bint lstm
+    cdef bint busy                    # a step runs (without the GIL, in some thread)
     cdef LayerDims dims
 
     def __init__(self, Kernel kernel, int64_t N):
@@ -907,6 +922,7 @@ cdef class Stream:
 
     def reset(self, h=None, c=None):
         """Set the state (zeros where None); h [N, P] (or [P] when N == 1), c [N, H] (LSTM)."""
+        self._not_busy("reset")
         self.cur = 0
         self.hbuf[0] = 0 if h is None else np.asarray(h).reshape(self.N, self.kernel.P)
         if self.lstm:
@@ -957,17 +973,35 @@ cdef class Stream:
         cdef void* h1 = hb + nxt * NP * esz
         cdef void* c0 = (cb + self.cur * NH * esz) if self.lstm else NULL
         cdef void* c1 = (cb + nxt * NH * esz) if self.lstm else NULL
-        if k.typenum == cnp.NPY_FLOAT32:
-            step_forward[float](k.isa_i, k.spec, self.dims, self.N, k.ptr_f[0], <float*>xp,
-                                <float*>h0, <float*>c0, <float*>h1, <float*>c1, <float*>wsp,
-                                nxt == 1)
+        # Without the GIL where the work pays for it (as Kernel.step). The state and workspace
+        # are this stream's own: a second thread stepping it meanwhile is refused, not raced.
+        cdef bint release = self.N * k.G * k.H * (k.I + k.P) >= GIL_RELEASE_WORK
+        cdef bint f32 = k.typenum == cnp.NPY_FLOAT32
+        cdef const float* pf = NULL
+        cdef const double* pd = NULL
+        if f32:
+            pf = k.ptr_f[0]
         else:
-            step_forward[double](k.isa_i, k.spec, self.dims, self.N, k.ptr_d[0], <double*>xp,
-                                 <double*>h0, <double*>c0, <double*>h1, <double*>c1,
-                                 <double*>wsp, nxt == 1)
+            pd = k.ptr_d[0]
+        self._not_busy("step")
+        if release:
+            self.busy = True
+            with nogil:
+                _stream_step(f32, k.isa_i, k.spec, self.dims, self.N, pf, pd, xp, h0, c0, h1,
+                             c1, wsp, nxt == 1)
+            self.busy = False
+        else:
+            _stream_step(f32, k.isa_i, k.spec, self.dims, self.N, pf, pd, xp, h0, c0, h1, c1,
+                         wsp, nxt == 1)
         self.cur = nxt
         memcpy(cnp.PyArray_DATA(out), h1, NP * esz)
         return out
+
+    cdef int _not_busy(self, str what) except -1:
+        if self.busy:
+            raise RuntimeError(f"{what}: this stream is stepping in another thread (a stream is "
+                               f"one sequence: step it from one thread at a time)")
+        return 0
 
     cdef cnp.ndarray _slow_input(self, object x):
         """Cast / copy / check an input that is not already a contiguous [N, I] array."""

@@ -945,8 +945,9 @@ def test_lstm_cell_hx_structure_is_type_error(hx_as, api, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_functional_cell_deterministic(variant, dtype, rng):
-    # N*G*H*(I+P) >= 32768 for the LSTM: the kernel runs without the GIL.
-    params, x, hx = _cell_inputs(variant, 9, 40, 33, dtype, rng)
+    # N*G*H*(I+P) >= 2^17 (_ext.GIL_RELEASE_WORK) for every variant: the kernel runs without
+    # the GIL.
+    params, x, hx = _cell_inputs(variant, 9, 40, 129, dtype, rng)
     first = _cell_call(gk, variant, x, hx, params)
     for _ in range(3):
         _assert_bitwise(_cell_call(gk, variant, x, hx, params), first)
@@ -1007,10 +1008,11 @@ def test_concurrent_calls_are_deterministic(variant, dtype, rng):
     GIL) give bitwise the results of sequential calls."""
     from concurrent.futures import ThreadPoolExecutor
 
-    cell = _cell_module(variant, 48, 64, dtype=dtype)
-    seq = _module(variant, 48, 64, dtype=dtype)
-    cell_inputs = [_cell_inputs(variant, N, 48, 64, dtype, rng)[1:] for N in (16, 9, 16, 5)]
-    seq_inputs = [_seq_inputs(variant, 3, N, 48, 64, dtype, rng)[1:] for N in (8, 5)]
+    # every call >= 2^17 multiply-adds (_ext.GIL_RELEASE_WORK): all run without the GIL
+    cell = _cell_module(variant, 48, 160, dtype=dtype)
+    seq = _module(variant, 48, 160, dtype=dtype)
+    cell_inputs = [_cell_inputs(variant, N, 48, 160, dtype, rng)[1:] for N in (16, 9, 16, 5)]
+    seq_inputs = [_seq_inputs(variant, 3, N, 48, 160, dtype, rng)[1:] for N in (8, 5)]
     expected_cell = [cell(*a) for a in cell_inputs]
     expected_seq = [seq(x, hx, lengths=lengths) for x, hx, lengths in seq_inputs]
     jobs = [(i % 4, None) for i in range(24)] + [(None, i % 2) for i in range(8)]
