@@ -126,7 +126,7 @@ cdef int _check(cnp.ndarray a, str name, int typenum, int64_t d0, int64_t d1=-2,
 cdef inline bint _plain_nd(object a, int ndim, int typenum):
     """A NumPy array (not a subclass) of `ndim` dimensions and this dtype, C-contiguous and
     aligned: what the kernels read without a copy."""
-    return type(a) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and \
+    return type(a) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and \
         cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
 
 
@@ -536,7 +536,7 @@ cdef class Kernel:
         return self._run(x, hx, lengths, batch_first)
 
     cdef object _run(self, object x, object hx, object lengths, bint batch_first):
-        if type(x) is not np.ndarray:
+        if type(x) is not cnp.ndarray:
             return None
         cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
         if (nd != 2 and nd != 3) or not _plain_nd(x, nd, self.typenum):
@@ -566,7 +566,7 @@ cdef class Kernel:
             return None
         cdef const int64_t* lp = NULL
         if lengths is not None:
-            if type(lengths) is not np.ndarray or \
+            if type(lengths) is not cnp.ndarray or \
                     not _plain_nd(lengths, 1, cnp.NPY_INT64) or \
                     cnp.PyArray_DIMS(<cnp.ndarray>lengths)[0] != N:
                 return None
@@ -708,7 +708,7 @@ def raw_call(int kind, bint linear_before_reset, bint relu, x, h, c, w_ih, w_hh,
     no memory with an input or each other) those arrays, written. Returns None for anything
     else (casts, a 1-d x, a missing state, a projection, device arrays, bad shapes, an
     overlapping out): the caller then takes the general path, which converts or reports."""
-    if type(x) is not np.ndarray:
+    if type(x) is not cnp.ndarray:
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
