@@ -889,56 +889,72 @@ cdef inline void _stream_step(bint f32, int isa, const CellSpec& spec, const Lay
 
 
 cdef class Stream:
-    """Streaming steps of a single-layer, single-direction Kernel, holding the state itself.
+    """Streaming steps of a single-direction Kernel, holding the state itself.
 
-    ``step(x, out)`` advances the state by one time step and copies the new hidden state into
-    ``out`` (a caller-owned [N, P] array, or [P] when N == 1): with ``out`` given, a step
-    allocates nothing. With ``out=None`` it returns a new array. The state lives in two internal
-    buffers used alternately, so the kernel never reads and writes the same memory.
+    ``step(x, out)`` advances the state by one time step and copies the new hidden state (of the
+    last layer) into ``out`` (a caller-owned [N, P] array, or [P] when N == 1): with ``out``
+    given, a step allocates nothing. With ``out=None`` it returns a new array. The state lives
+    in two internal buffers used alternately, so the kernel never reads and writes the same
+    memory. A cell's stream (one layer) runs the fused step; a layered stream (a sequence
+    module's, any number of layers) runs the sequence kernel one time step at a time, and its
+    state is [L, N, P] (and [L, N, H]) as the module's h_n (and c_n).
     """
     cdef readonly Kernel kernel
     cdef readonly int64_t N
-    cdef cnp.ndarray hbuf, cbuf, ws   # hbuf [2, N, P], cbuf [2, N, H] (LSTM), ws workspace
+    cdef readonly bint layered
+    cdef cnp.ndarray hbuf, cbuf, ws   # hbuf [2, L, N, P], cbuf [2, L, N, H] (LSTM), ws workspace
+    cdef cnp.ndarray ybuf             # a layered stream's last-layer output [N, P]
     cdef int cur
     cdef bint lstm
     cdef bint busy                    # a step runs (without the GIL, in some thread)
     cdef LayerDims dims
 
-    def __init__(self, Kernel kernel, int64_t N):
-        if kernel.L != 1 or kernel.D != 1:
-            raise ValueError("a stream needs a single-layer, single-direction kernel")
+    def __init__(self, Kernel kernel, int64_t N, bint layered=False):
+        if kernel.D != 1:
+            raise ValueError("a stream needs a single-direction kernel (a bidirectional layer "
+                             "reads the whole sequence)")
+        if kernel.L != 1 and not layered:
+            raise ValueError("a cell stream needs a single-layer kernel")
         if N < 1:
             raise ValueError(f"batch_size: expected an integer >= 1, got {N}")
-        self.kernel, self.N = kernel, N
+        self.kernel, self.N, self.layered = kernel, N, layered
         self.lstm = kernel.kind == LSTM
         self.dims.I, self.dims.H, self.dims.P = kernel.I, kernel.H, kernel.P
-        cdef int64_t HC = kernel.H if self.lstm else 1
-        self.hbuf = _aligned_empty(2 * N * kernel.P, kernel.dtype).reshape(2, N, kernel.P)
-        self.cbuf = _aligned_empty(2 * N * HC, kernel.dtype).reshape(2, N, HC)
+        cdef int64_t L = kernel.L, HC = kernel.H if self.lstm else 1
+        self.hbuf = _aligned_empty(2 * L * N * kernel.P, kernel.dtype).reshape(2, L, N, kernel.P)
+        self.cbuf = _aligned_empty(2 * L * N * HC, kernel.dtype).reshape(2, L, N, HC)
         self.hbuf[...] = 0
         self.cbuf[...] = 0
-        self.ws = _aligned_empty(kernel._step_ws_size(N), kernel.dtype)
+        if layered:
+            self.ybuf = _aligned_empty(N * kernel.P, kernel.dtype)
+            self.ws = None  # the kernel's own (Kernel._sequence)
+        else:
+            self.ws = _aligned_empty(kernel._step_ws_size(N), kernel.dtype)
         self.cur = 0
 
     def reset(self, h=None, c=None):
-        """Set the state (zeros where None); h [N, P] (or [P] when N == 1), c [N, H] (LSTM)."""
+        """Set the state (zeros where None): h [N, P] (or [P] when N == 1), c [N, H] (LSTM); a
+        layered stream's [L, N, P] (or [L, P] when N == 1) and [L, N, H]."""
         self._not_busy("reset")
+        cdef int64_t L = self.kernel.L
         self.cur = 0
-        self.hbuf[0] = 0 if h is None else np.asarray(h).reshape(self.N, self.kernel.P)
+        self.hbuf[0] = 0 if h is None else np.asarray(h).reshape(L, self.N, self.kernel.P)
         if self.lstm:
-            self.cbuf[0] = 0 if c is None else np.asarray(c).reshape(self.N, self.kernel.H)
+            self.cbuf[0] = 0 if c is None else np.asarray(c).reshape(L, self.N, self.kernel.H)
         elif c is not None:
             raise ValueError("c: only an LSTM stream has a cell state")
 
     @property
     def h(self):
-        """A copy of the hidden state [N, P]."""
-        return self.hbuf[self.cur].copy()
+        """A copy of the hidden state: [N, P], a layered stream's [L, N, P]."""
+        return self.hbuf[self.cur].copy() if self.layered else self.hbuf[self.cur, 0].copy()
 
     @property
     def c(self):
-        """A copy of the cell state [N, H] (LSTM), else None."""
-        return self.cbuf[self.cur].copy() if self.lstm else None
+        """A copy of the cell state [N, H] (layered: [L, N, H]) of an LSTM, else None."""
+        if not self.lstm:
+            return None
+        return self.cbuf[self.cur].copy() if self.layered else self.cbuf[self.cur, 0].copy()
 
     def step(self, cnp.ndarray x, cnp.ndarray out=None):
         """One time step; x [N, I] (or [I] when N == 1) of the kernel's dtype -> out."""
@@ -954,7 +970,7 @@ cdef class Stream:
         if not fast:
             x = self._slow_input(x)
         cdef int nxt = 1 - self.cur
-        cdef int64_t NP = self.N * k.P, NH = self.N * k.H
+        cdef int64_t NP = self.N * k.P, NH = self.N * k.H, LNP = k.L * NP, LNH = k.L * NH
         # out is checked before the step: a refused call leaves the state as it was.
         if out is None:
             out = np.empty(((<object>self.N, <object>k.P) if nd != 1 else (<object>k.P,)), dtype=k.dtype)
@@ -967,12 +983,23 @@ cdef class Stream:
         cdef char* hb = <char*>cnp.PyArray_DATA(self.hbuf)
         cdef char* cb = <char*>cnp.PyArray_DATA(self.cbuf)
         cdef void* xp = cnp.PyArray_DATA(x)
-        cdef void* wsp = cnp.PyArray_DATA(self.ws)
         cdef int64_t esz = cnp.PyArray_ITEMSIZE(self.hbuf)
-        cdef void* h0 = hb + self.cur * NP * esz
-        cdef void* h1 = hb + nxt * NP * esz
-        cdef void* c0 = (cb + self.cur * NH * esz) if self.lstm else NULL
-        cdef void* c1 = (cb + nxt * NH * esz) if self.lstm else NULL
+        cdef void* h0 = hb + self.cur * LNP * esz
+        cdef void* h1 = hb + nxt * LNP * esz
+        cdef void* c0 = (cb + self.cur * LNH * esz) if self.lstm else NULL
+        cdef void* c1 = (cb + nxt * LNH * esz) if self.lstm else NULL
+        if self.layered:  # every layer, one time step: the sequence kernel (it releases the GIL)
+            self._not_busy("step")
+            self.busy = True
+            try:
+                k._sequence(1, self.N, False, xp, NULL, h0, c0, cnp.PyArray_DATA(self.ybuf),
+                            h1, c1)
+            finally:
+                self.busy = False
+            self.cur = nxt
+            memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(self.ybuf), NP * esz)
+            return out
+        cdef void* wsp = cnp.PyArray_DATA(self.ws)
         # Without the GIL where the work pays for it (as Kernel.step). The state and workspace
         # are this stream's own: a second thread stepping it meanwhile is refused, not raced.
         cdef bint release = self.N * k.G * k.H * (k.I + k.P) >= GIL_RELEASE_WORK

@@ -424,6 +424,35 @@ class _SequenceModule(_Module, _ext.SeqCall):
             cn = None
         return call.finish(y, hn, cn)
 
+    def stream(self, batch_size=1, hx=None):
+        """A stateful streaming object for a unidirectional module: ``s = lstm.stream(N)``, then
+        per time step ``s.step(x, out)`` (x [N, I], or [I] when N == 1) runs that step through
+        every layer, writes the last layer's new hidden state into `out` ([N, P]) and allocates
+        nothing; ``out=None`` returns a new array. ``hx`` is the module's (h0 [L, N, P], or
+        [L, P] when N == 1; an LSTM's (h0, c0)); ``s.h`` / ``s.c`` read the state as h_n / c_n,
+        ``s.reset(h, c)`` sets it. The same numbers as calling the module one step at a time
+        with the state passed along. CPU only; the weights packed at this moment are kept."""
+        if self._kernel is None:
+            raise ValueError("stream() needs the compiled backend, not backend='reference'")
+        if self.bidirectional:
+            raise ValueError("stream(): a bidirectional module cannot stream (its backward "
+                             "direction reads the whole sequence)")
+        s = _ext.Stream(self._kernel, check_size(batch_size, "batch_size", 1), True)
+        if hx is not None:
+            h, c = _api.split_lstm_hx(hx, "(h0, c0)") if self._kind == LSTM_KIND else (hx, None)
+            L, N, P, H = self.num_layers, s.N, self.proj_size or self.hidden_size, self.hidden_size
+            h = self._stream_state(h, "h0", L, N, P, "P")
+            c = None if c is None else self._stream_state(c, "c0", L, N, H, "H")
+            s.reset(h, c)
+        return s
+
+    def _stream_state(self, a, name, L, N, size, letter):
+        a = float_array(a, name, self.dtype)
+        if a.shape != (L, N, size) and not (N == 1 and a.shape == (L, size)):
+            raise ValueError(f"{name}: expected [num_layers, N, {letter}] = [{L}, {N}, {size}]"
+                             f"{f' or [{L}, {size}]' if N == 1 else ''}, got {a.shape}")
+        return a
+
     def __repr__(self):
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "

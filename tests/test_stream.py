@@ -430,3 +430,80 @@ def test_stream_refuses_a_second_thread_while_it_steps():
     s.step(x, out)
     ref.step(x, want)
     assert np.array_equal(out, want)
+
+
+SEQ_MODULES = [
+    ("lstm", lambda I, H, L, dt: gk.LSTM(I, H, num_layers=L, dtype=dt, seed=2)),
+    ("lstm_proj", lambda I, H, L, dt: gk.LSTM(I, H, num_layers=L, proj_size=H // 2 + 1,
+                                              dtype=dt, seed=2)),
+    ("gru", lambda I, H, L, dt: gk.GRU(I, H, num_layers=L, dtype=dt, seed=2)),
+    ("gru_cho", lambda I, H, L, dt: gk.GRU(I, H, num_layers=L, linear_before_reset=False,
+                                           dtype=dt, seed=2)),
+    ("rnn_relu", lambda I, H, L, dt: gk.RNN(I, H, num_layers=L, nonlinearity="relu", dtype=dt,
+                                            seed=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("L,N", [(1, 1), (3, 1), (2, 4)])
+@pytest.mark.parametrize("name,make", SEQ_MODULES, ids=[m[0] for m in SEQ_MODULES])
+def test_layered_stream_matches_module_steps(name, make, L, N, dtype, rng):
+    """A sequence module's stream steps every layer one time step per call: bitwise the module
+    called one step at a time with its state passed along, its state that call's h_n (c_n),
+    and the whole sequence in one call to rounding (the one call projects the inputs of many
+    steps in one GEMM, whose register tiles may sum a row differently)."""
+    I, H, T = 5, 9, 6
+    m = make(I, H, L, dtype)
+    P = m.proj_size or H
+    lstm = name.startswith("lstm")
+    x = rng.standard_normal((T, N, I)).astype(dtype)
+    h0 = rng.standard_normal((L, N, P)).astype(dtype)
+    c0 = rng.standard_normal((L, N, H)).astype(dtype)
+    hx = (h0, c0) if lstm else h0
+    s = m.stream(N, hx)
+    out = np.empty((N, P), dtype)
+    ys = []
+    state = hx
+    for t in range(T):
+        assert s.step(x[t], out) is out
+        ys.append(out.copy())
+        y_t, state = m(x[t:t + 1], state)
+        assert np.array_equal(out, y_t[0])
+    hn = state[0] if lstm else state
+    assert s.h.shape == (L, N, P) and np.array_equal(s.h, hn)
+    if lstm:
+        assert s.c.shape == (L, N, H) and np.array_equal(s.c, state[1])
+    else:
+        assert s.c is None
+    y, _ = m(x, hx)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(np.stack(ys), y, rtol=tol, atol=tol)
+    # reset to the start: the same steps again; one row unbatched when N == 1
+    s.reset(h0, c0 if lstm else None)
+    if N == 1:
+        got = s.step(x[0, 0])
+        assert got.shape == (P,) and np.array_equal(got, ys[0][0])
+    else:
+        assert np.array_equal(s.step(x[0]), ys[0])
+
+
+def test_layered_stream_errors():
+    m = gk.LSTM(4, 6, num_layers=2, seed=0)
+    with pytest.raises(ValueError, match="bidirectional"):
+        gk.GRU(4, 6, bidirectional=True).stream()
+    with pytest.raises(ValueError, match="reference"):
+        gk.RNN(4, 6, backend="reference").stream()
+    with pytest.raises(ValueError, match="batch_size"):
+        m.stream(0)
+    with pytest.raises(ValueError, match=r"h0: expected \[num_layers, N, P\] = \[2, 3, 6\]"):
+        m.stream(3, (np.zeros((1, 3, 6)), np.zeros((2, 3, 6))))
+    with pytest.raises(ValueError, match=r"c0: expected \[num_layers, N, H\] = \[2, 1, 6\] or"):
+        m.stream(1, (np.zeros((2, 6)), np.zeros((2, 7))))
+    with pytest.raises(TypeError, match="hx"):
+        m.stream(1, np.zeros((2, 1, 6)))
+    s = m.stream(1, (np.zeros((2, 6)), np.ones((2, 6))))  # [L, P] for one row
+    assert np.array_equal(s.c, np.ones((2, 1, 6), np.float32))
+    with pytest.raises(ValueError, match="x"):
+        s.step(np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="out"):
+        s.step(np.zeros((1, 4), np.float32), np.empty((1, 7), np.float32))
