@@ -401,32 +401,43 @@ def test_streams_step_without_the_gil_in_threads(rng):
 def test_stream_refuses_a_second_thread_while_it_steps():
     """While one thread steps a stream (without the GIL: ~1 ms at I = H = 1024), a step or a
     reset from another thread is a RuntimeError, never a race on the state; afterwards the
-    stream steps on as if nothing had happened."""
+    stream steps on as if nothing had happened. Two threads step it 20 times each, retrying a
+    refused step after a pause (whichever steps always finishes, so both do); the main thread
+    tries to reset it meanwhile."""
     import threading
+    import time
 
     cell = gk.LSTMCell(1024, 1024, seed=0)
     x = np.full((1, 1024), 0.01, np.float32)
     s, ref = cell.stream(1), cell.stream(1)
-    out, want = np.empty((1, 1024), np.float32), np.empty((1, 1024), np.float32)
-    errors = []
+    errors = {"step": [], "reset": []}
 
     def steps():
-        for _ in range(30):
-            s.step(x, out)
-
-    t = threading.Thread(target=steps)
-    t.start()
-    while t.is_alive():
-        for call in (lambda: s.step(x), lambda: s.reset()):
+        out = np.empty((1, 1024), np.float32)
+        done = 0
+        while done < 20:
             try:
-                call()  # between two of the other thread's steps, it runs
+                s.step(x, out)
+                done += 1
             except RuntimeError as e:
-                errors.append(str(e))
-    t.join()
-    assert errors and all("another thread" in e for e in errors)
+                errors["step"].append(str(e))
+                time.sleep(1e-4)
+
+    threads = [threading.Thread(target=steps) for _ in range(2)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        try:
+            s.reset()  # between two steps, it runs
+        except RuntimeError as e:
+            errors["reset"].append(str(e))
+    for t in threads:
+        t.join()
+    for what, got in errors.items():
+        assert got and all(e.startswith(what + ":") and "another thread" in e for e in got)
     # the state is intact: one more step from a known state matches a fresh stream's
-    h0, c0 = s.h, s.c
-    ref.reset(h0, c0)
+    out, want = np.empty((1, 1024), np.float32), np.empty((1, 1024), np.float32)
+    ref.reset(s.h, s.c)
     s.step(x, out)
     ref.step(x, want)
     assert np.array_equal(out, want)
