@@ -39,7 +39,8 @@ for case in sys.argv[2:]:
     if kind.endswith(("fn", "fnout", "call", "callout")):
         # a functional cell on raw PyTorch-layout weights, or a cell module's own call; "out":
         # into caller-owned buffers (out=)
-        base = kind.replace("out", "")[:-4 if kind.replace("out", "").endswith("call") else -2]
+        stem = kind[:-3] if kind.endswith("out") else kind
+        base = stem[:-4] if stem.endswith("call") else stem[:-2]
         cls = {"lstm": gk.LSTMCell, "gru": gk.GRUCell, "rnn": gk.RNNCell}[base]
         module = cls(a, h, seed=0)
         sd = module.state_dict()

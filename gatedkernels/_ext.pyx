@@ -309,71 +309,48 @@ cdef class Kernel:
                 if type(out) is not tuple or len(<tuple>out) != 2:
                     return None
                 h1, c1 = (<tuple>out)[0], (<tuple>out)[1]
-        if out is None:
-            r = self._call(x, h, c)
-            if r is None or lstm:
-                return r
-            return (<tuple>r)[0]
-        if self._call_into(x, h, c, h1, c1) < 0:
+        r = self._call(x, h, c, h1, c1)
+        if r is None:
             return None
-        return out
+        if out is not None:
+            return out
+        return r if lstm else (<tuple>r)[0]
 
-    cdef int _call_into(self, object x, object h, object c, object h1, object c1) except -2:
-        """_call() writing into the caller's h1 (and c1): -1 (nothing run) unless every array
-        is what the kernel reads and writes as is, and no output overlaps an input or the other
-        output (all are C-contiguous: overlapping byte ranges are shared memory)."""
-        if self.L != 1 or self.D != 1 or not _plain_nd(x, 2, self.typenum):
-            return -1
-        cdef cnp.ndarray X = <cnp.ndarray>x, Hx, C = None, O = None, OC = None
-        cdef int64_t N = cnp.PyArray_DIMS(X)[0]
-        if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I:
-            return -1
-        cdef cnp.npy_intp dims[2]
-        dims[0], dims[1] = N, self.P
-        if not _plain_out(h1, dims, self.typenum):
-            return -1
-        O = <cnp.ndarray>h1
-        Hx = self._cell_state(h, dims)
-        if Hx is None or _overlap(O, X) or _overlap(O, Hx):
-            return -1
-        if self.kind == LSTM:
-            dims[1] = self.H
-            if not _plain_out(c1, dims, self.typenum):
-                return -1
-            OC = <cnp.ndarray>c1
-            C = self._cell_state(c, dims)
-            if C is None or _overlap(OC, X) or _overlap(OC, Hx) or _overlap(OC, C) or \
-                    _overlap(O, C) or _overlap(O, OC):
-                return -1
-        self._run_step(N, X, Hx, C, O, OC)
-        return 0
-
-    cdef object _call(self, object x, object h, object c):
+    cdef object _call(self, object x, object h, object c, object h1=None, object c1=None):
+        """call(), and call_cell()'s core: -> (h1, c1) written, new arrays where h1 is None, else
+        the caller's h1 (and c1); None unless every array is what the kernel reads and writes
+        as is and no output overlaps an input or the other output (all are C-contiguous:
+        overlapping byte ranges are shared memory)."""
         cdef bint lstm = self.kind == LSTM
+        cdef bint new = h1 is None
         if self.L != 1 or self.D != 1 or not _plain_nd(x, 2, self.typenum):
             return None
-        cdef cnp.ndarray X = <cnp.ndarray>x, Hx, C = None
+        cdef cnp.ndarray X = <cnp.ndarray>x, Hx, C = None, O, OC = None
         cdef int64_t N = cnp.PyArray_DIMS(X)[0]
         if N < 1 or cnp.PyArray_DIMS(X)[1] != self.I:
             return None
         cdef cnp.npy_intp dims[2]
         dims[0], dims[1] = N, self.P
+        if not new and not _plain_out(h1, dims, self.typenum):
+            return None
         Hx = self._cell_state(h, dims)
         if Hx is None:
             return None
+        O = cnp.PyArray_EMPTY(2, dims, self.typenum, 0) if new else <cnp.ndarray>h1
         if lstm:
             dims[1] = self.H
+            if not new and not _plain_out(c1, dims, self.typenum):
+                return None
             C = self._cell_state(c, dims)
             if C is None:
                 return None
-            dims[1] = self.P
-        cdef cnp.ndarray h1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
-        cdef cnp.ndarray c1 = None
-        if lstm:
-            dims[1] = self.H
-            c1 = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
-        self._run_step(N, X, Hx, C, h1, c1)  # everything checked above
-        return h1, c1
+            OC = cnp.PyArray_EMPTY(2, dims, self.typenum, 0) if new else <cnp.ndarray>c1
+        if not new and (_overlap(O, X) or _overlap(O, Hx) or (lstm and (
+                _overlap(OC, X) or _overlap(OC, Hx) or _overlap(OC, C) or _overlap(O, C) or
+                _overlap(O, OC)))):
+            return None
+        self._run_step(N, X, Hx, C, O, OC)
+        return O, OC
 
     cdef cnp.ndarray _cell_state(self, object a, cnp.npy_intp* dims):
         """call()'s state a as an array of dims [N, cols]: zeros for None, a itself if it is a

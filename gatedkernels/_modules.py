@@ -195,11 +195,8 @@ class _CellModule(_Module, _ext.CellCall):
         object.__setattr__(self, "_kernel", kernel)
 
     def _step(self, x, h, c, out=None):
-        """Shared cell call: returns (h1, c1), c1 None unless LSTM; `out` as in _api._outputs."""
-        if out is None and self._kernel is not None:
-            fast = self._kernel.call(x, h, c)  # arrays that need no conversion: checked in C
-            if fast is not None:
-                return fast
+        """Shared cell call, what _ext.CellCall.__call__ did not run in C: returns (h1, c1), c1
+        None unless LSTM; `out` as in _api._outputs."""
         dt = self.dtype
         if device_kind(x) is not None:
             return self._step_device(x, h, c, out)
