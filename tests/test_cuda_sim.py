@@ -352,9 +352,20 @@ def _scenario_inputs(kind, s, rng):
     return x, hx, ref_hx, weights, lengths
 
 
-@pytest.mark.parametrize("path,dtype,scenario", SEQ_CASES,
-                         ids=[f"{p}-{np.dtype(d).name}-{s}" for p, d, s in SEQ_CASES])
-@pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
+def _sequence_params():
+    """Every cell variant in every SEQ_CASES row; "large_batch" (two layers, bidirectional, two
+    batch and two unit tiles, float64: 6-13 s a variant in the simulator on a 2-vCPU EPYC) runs
+    the LSTM by default and the other variants under `pytest -m slow`. Their tiled loop kernels
+    run by default in "large_batch_bf"."""
+    for path, dtype, scenario in SEQ_CASES:
+        for (kind, variant), vid in zip(CELL_VARIANTS, VARIANT_IDS):
+            slow = scenario == "large_batch" and vid != "lstm"
+            yield pytest.param(kind, variant, path, dtype, scenario,
+                               id=f"{vid}-{path}-{np.dtype(dtype).name}-{scenario}",
+                               marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("kind,variant,path,dtype,scenario", list(_sequence_params()))
 def test_sequence(kind, variant, path, dtype, scenario, rng):
     s = SCENARIOS[scenario]
     x, hx, ref_hx, weights, lengths = _scenario_inputs(kind, s, rng)
@@ -655,10 +666,16 @@ def test_lstm_cell_with_projection(N, I, H, P, dtype, rng):
     assert got[0].shape == (N, P) and got[1].shape == (N, H)
 
 
-@pytest.mark.parametrize("impl,N", [("persistent", 3), ("loop", 3),
-                                    ("loop", _kernels.BN + 1)],
-                         ids=["persistent", "loop", "loop_tiled"])
-@pytest.mark.parametrize("H,P", [(4, 3), (2, 1)], ids=["H4P3", "H2P1_shared_memory"])
+# H4P3 runs its loop and tiled-loop steps under `pytest -m slow` (7-11 s each in the simulator on a
+# 2-vCPU EPYC); H2P1 runs all three kinds of step by default.
+@pytest.mark.parametrize("impl,N,H,P", [
+    pytest.param("persistent", 3, 4, 3, id="H4P3-persistent"),
+    pytest.param("loop", 3, 4, 3, id="H4P3-loop", marks=pytest.mark.slow),
+    pytest.param("loop", _kernels.BN + 1, 4, 3, id="H4P3-loop_tiled", marks=pytest.mark.slow),
+    pytest.param("persistent", 3, 2, 1, id="H2P1_shared_memory-persistent"),
+    pytest.param("loop", 3, 2, 1, id="H2P1_shared_memory-loop"),
+    pytest.param("loop", _kernels.BN + 1, 2, 1, id="H2P1_shared_memory-loop_tiled"),
+])
 def test_lstm_sequence_with_projection(impl, N, H, P, rng):
     """2 layers (layer 1 takes D*P features), bidirectional, batch_first, ragged lengths, given
     (h0 [L*D, N, P], c0 [L*D, N, H]), float64; N = BN + 1 runs the tiled loop steps."""
