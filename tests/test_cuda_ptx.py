@@ -305,6 +305,10 @@ def test_real_block_constants_are_compiled(ptx):
 def test_float32_kernels_have_no_f64(ptx, families):
     rows = _select(ptx, "float32", *families)
     _assert_compiled(rows)
+    _assert_no_f64(rows)
+
+
+def _assert_no_f64(rows):
     bad = {_name(r): r["f64"] for r in rows if r["f64"]}
     assert not bad, f"float32 kernels with float64 instructions: {bad}"
 
@@ -315,6 +319,10 @@ def test_float32_kernels_have_no_f64(ptx, families):
 def test_float32_recurrent_kernels_use_no_local_memory(ptx, families):
     rows = _select(ptx, "float32", *families)
     _assert_compiled(rows)
+    _assert_no_local(rows)
+
+
+def _assert_no_local(rows):
     bad = {_name(r): r["local"] for r in rows if r["local"]}
     assert not bad, f"kernels that spill to local memory: {bad}"
 
@@ -367,12 +375,10 @@ def test_other_variants_compile_without_f64_or_local_memory():
     # The float32 kernels of the variants the default set leaves out, held to the same checks.
     ptx = _compile(_float32_jobs(SLOW_VARIANTS))
     _assert_every_layout(ptx, SLOW_VARIANTS)
-    rows = ptx["results"]
+    rows = ptx["results"]  # only recurrent float32 kernels (_float32_jobs)
     _assert_compiled(rows)
-    bad = {_name(r): r["f64"] for r in rows if r["f64"]}
-    assert not bad, f"float32 kernels with float64 instructions: {bad}"
-    bad = {_name(r): r["local"] for r in rows if r["local"]}
-    assert not bad, f"kernels that spill to local memory: {bad}"
+    _assert_no_f64(rows)
+    _assert_no_local(rows)
 
 
 # --------------------------------------------------------------------------- import boundary
