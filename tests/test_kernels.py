@@ -268,10 +268,10 @@ def test_lengths_past_end_are_zero_and_states_hold(kind, variant, rng):
 @pytest.mark.parametrize("kind,variant", CELL_VARIANTS, ids=VARIANT_IDS)
 def test_sequence_over_several_projection_chunks(kind, variant, dtype, rng):
     """A sequence projects its input a chunk of steps at a time (about 2 MiB of projected rows,
-    kernel.h projection_steps). Here one step's projection is 144 KiB (RNN, float32) to 1.2 MiB
-    (LSTM, float64), so the 16 steps span 2 to 16 chunks, the last one partial, in both
-    directions, with ragged lengths, batch-first (strided rows of x in a chunk) and a second
-    layer reading the first one's output."""
+    512 KiB in the AVX2 build: kernel.h projection_steps). Here one step's projection is 144 KiB
+    (RNN, float32) to 1.2 MiB (LSTM, float64), so the 16 steps span 2 to 16 chunks, the last
+    one partial, in both directions, with ragged lengths, batch-first (strided rows of x in a
+    chunk) and a second layer reading the first one's output."""
     shape = (16, 96, 8, 384)  # T, N, I, H
     weights, x, hx, opts = _sequence_case(kind, shape, SEQ_OPTIONS["L2bi_bf"], rng,
                                           with_lengths=True)

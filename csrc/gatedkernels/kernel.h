@@ -1186,14 +1186,21 @@ inline void fill_n(T v, int64_t n, T* dst) {
 }
 
 // Time steps per chunk of the input projection. A sequence projects its inputs a chunk of steps
-// at a time, right before those steps, into a buffer of about 2 MiB, which the steps then read
-// back from cache. Projecting all T steps at once wrote and re-read T * N * G * H values through
-// memory (26 MB for T=100, N=64, H=256; a gigabyte for T=1000, N=64, H=1024), and the stores
-// alone took ~7% of the projection. A chunk keeps at least 96 rows (16 full register tiles).
+// at a time, right before those steps, into a buffer of about GK_PROJECTION_BYTES, which the
+// steps then read back from cache. Projecting all T steps at once wrote and re-read
+// T * N * G * H values through memory (26 MB for T=100, N=64, H=256; a gigabyte for T=1000,
+// N=64, H=1024), and the stores alone took ~7% of the projection. A chunk keeps at least 96
+// rows (16 full register tiles). The size is the build's (kernels_*.cc), never the machine's:
+// the chunks decide the projection's register tiles, so a build gives the same bits on every
+// machine it runs on. 2 MiB unless the build sets it: measured on AVX-512 (Xeon family 6 model
+// 207, 2 MiB of L2 a core); the AVX2 build's is in kernels_avx2.cc.
+#ifndef GK_PROJECTION_BYTES
+#define GK_PROJECTION_BYTES (int64_t(2) << 20)
+#endif
 template <typename T>
 int64_t projection_steps(const SeqShape& s, int64_t row) {
   const int64_t step_bytes = s.N * row * static_cast<int64_t>(sizeof(T));
-  int64_t steps = (int64_t(2) << 20) / (step_bytes > 0 ? step_bytes : 1);
+  int64_t steps = int64_t(GK_PROJECTION_BYTES) / (step_bytes > 0 ? step_bytes : 1);
   const int64_t min_steps = (96 + s.N - 1) / s.N;
   if (steps < min_steps) steps = min_steps;
   if (steps > s.T) steps = s.T;
