@@ -377,23 +377,22 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
     if (sets_of(g_part, part.height(n)) != sets_of(g_whole, whole.height(r0 + n))) return false;
   return true;
 }
-// Whether a tile of R rows and G gates prefetches its weights (prefetch_weights). With
-// GK_VEC_REGS vector registers (set by a build that measured this) a tile whose G*R
-// accumulators, G weight vectors and one broadcast do not fit reloads a weight vector from L1
-// for every row, and its loads, not its FMAs, set its pace: there the prefetches' load slots
-// cost more than they bring. The AVX2 LSTM tile (3 rows x 4 gates: 17 of 16 ymm registers,
-// 11 loads and prefetches per 12 FMAs) measured on AMD EPYC Zen 3 (family 25 model 1), a C++
-// driver alternating the two builds call by call in one process, median of 21-31 paired
-// ratios against a null A/B of 0.99-1.01 (0.87-0.89 at H >= 512, where L3 is shared): T = 100
-// LSTM sequences N = 4-64, H = 128-256 1.10-1.21x, N = 1 1.06x; H = 1024 1.13x, H = 512 1.01x;
-// steps N = 8, 64 1.06-1.09x. Its 4-row GRU tile (16 registers) keeps them.
-#ifdef GK_VEC_REGS
-template <int G, int R>
-constexpr bool kPrefetchTile = G * R + G + 1 <= GK_VEC_REGS;
-#else
-template <int G, int R>
-constexpr bool kPrefetchTile = true;
+// Whether a tile of R rows and G gates prefetches its weights (prefetch_weights, Ahead): the
+// build's choice (GK_PREFETCH_WEIGHTS, default 1). The AVX2 build does not: measured on AMD
+// EPYC Zen 3 (family 25 model 1; a C++ driver alternating builds call by call in one process,
+// median of 21-31 paired ratios; a null A/B of the same source read 0.98-1.06, 0.91-0.94 at
+// H >= 512, where L3 is shared). That machine runs in two states for seconds at a time: a slow
+// one (LSTM sequences ~45 GFLOP/s) and a fast one (~75). In the slow one, without the
+// prefetches: T = 100 LSTM sequences N = 4-64, H = 128-256 1.10-1.21x, GRU H = 512-1024
+// 1.07-1.16x, Cho GRU 1.21x, RNN 1.11-1.30x, steps N = 8 1.09-1.18x; in the fast one
+// 0.99-1.03x, GRU H = 512 0.92-0.99x. The LSTM's tile (3 rows x 4 gates: 17 of 16 ymm
+// registers, so it reloads one weight vector per row) issues 9 loads per 12 FMAs without them,
+// 11 with; the loads, not the FMAs, set its pace there.
+#ifndef GK_PREFETCH_WEIGHTS
+#define GK_PREFETCH_WEIGHTS 1
 #endif
+template <int G, int R>
+constexpr bool kPrefetchTile = R > 1 && GK_PREFETCH_WEIGHTS;
 template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
                               T* out, int64_t stride, bool add, const T* bias = nullptr,
@@ -408,7 +407,7 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
   for (; k + S <= k1; k += S)
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
-      if constexpr (R > 1 && kPrefetchTile<G, R>) {
+      if constexpr (kPrefetchTile<G, R>) {
         prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
         if (ahead) ahead->pull();
       }
