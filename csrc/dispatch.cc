@@ -62,8 +62,6 @@ const KernelOps<double>& ops<double>(int isa) {
 
 }  // namespace
 
-int gate_count(int kind) { return kind == kLSTM ? 4 : kind == kGRU ? 3 : 1; }
-
 int isa_count() { return kIsaCount; }
 
 const char* isa_name(int isa) { return isa >= 0 && isa < kIsaCount ? kIsas[isa].name : ""; }

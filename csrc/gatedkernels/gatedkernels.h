@@ -58,7 +58,7 @@ struct RawWeights {
   const T* w_hr;  // [P, H] or null
 };
 
-int gate_count(int kind);
+inline int gate_count(int kind) { return kind == kLSTM ? 4 : kind == kGRU ? 3 : 1; }
 
 // Instruction-set builds compiled into this library, indexed 0 .. isa_count()-1 from the most
 // portable to the fastest: "generic" (SSE2 / NEON), then on x86-64 "avx2" (AVX2 + FMA) and

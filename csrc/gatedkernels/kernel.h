@@ -386,13 +386,30 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
 // prefetches: T = 100 LSTM sequences N = 4-64, H = 128-256 1.10-1.21x, GRU H = 512-1024
 // 1.07-1.16x, Cho GRU 1.21x, RNN 1.11-1.30x, steps N = 8 1.09-1.18x; in the fast one
 // 0.99-1.03x, GRU H = 512 0.92-0.99x. The LSTM's tile (3 rows x 4 gates: 17 of 16 ymm
-// registers, so it reloads one weight vector per row) issues 9 loads per 12 FMAs without them,
+// registers, so it reloaded one weight vector per row) issued 9 loads per 12 FMAs without them,
 // 11 with; the loads, not the FMAs, set its pace there.
 #ifndef GK_PREFETCH_WEIGHTS
 #define GK_PREFETCH_WEIGHTS 1
 #endif
 template <int G, int R>
 constexpr bool kPrefetchTile = R > 1 && GK_PREFETCH_WEIGHTS;
+// Whether a tile holds its R row broadcasts in registers and loads its G weight vectors one at
+// a time, instead of holding the G weight vectors and broadcasting one row at a time: where
+// G*R accumulators, G weights and a broadcast overflow the GK_VEC_REGS vector registers (set
+// by a build that measured this) and G*R accumulators, R broadcasts and a weight do not. The
+// AVX2 LSTM tile, 3 rows x 4 gates: the other order needs 17 of 16 ymm registers, and GCC
+// reloaded one weight vector per row, 9 loads per 12 FMAs; this one has 7. The same FMAs into
+// the same accumulators in the same k order: bitwise equal. Measured on AMD EPYC Zen 3 with
+// bench/ab_kernels.py (21 rounds, null 0.98-1.03): in the machine's slow state, T = 100 LSTM
+// sequences N = 16-64 1.09-1.12x, H = 512 1.12x, step N = 64 1.11x, N = 8 1.07x, N = 1 1.02x;
+// in its fast state 0.99-1.01x.
+#ifdef GK_VEC_REGS
+template <int G, int R>
+constexpr bool kBroadcastFirst = G * R + G + 1 > GK_VEC_REGS && G * R + R + 1 <= GK_VEC_REGS;
+#else
+template <int G, int R>
+constexpr bool kBroadcastFirst = false;
+#endif
 template <typename T, int G, int R, int GS>
 GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
                               T* out, int64_t stride, bool add, const T* bias = nullptr,
@@ -411,11 +428,20 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
         prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
         if (ahead) ahead->pull();
       }
-      Vec<T> w[G];
-      for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
-      for (int r = 0; r < R; ++r) {
-        const Vec<T> b = splat(a[r][k + s]);
-        for (int g = 0; g < G; ++g) acc[s][r][g] = vfmadd<T>(b, w[g], acc[s][r][g]);
+      if constexpr (kBroadcastFirst<G, R>) {
+        Vec<T> b[R];
+        for (int r = 0; r < R; ++r) b[r] = splat(a[r][k + s]);
+        for (int g = 0; g < G; ++g) {
+          const Vec<T> w = vload(block + ((k + s) * GS + g) * VB);
+          for (int r = 0; r < R; ++r) acc[s][r][g] = vfmadd<T>(b[r], w, acc[s][r][g]);
+        }
+      } else {
+        Vec<T> w[G];
+        for (int g = 0; g < G; ++g) w[g] = vload(block + ((k + s) * GS + g) * VB);
+        for (int r = 0; r < R; ++r) {
+          const Vec<T> b = splat(a[r][k + s]);
+          for (int g = 0; g < G; ++g) acc[s][r][g] = vfmadd<T>(b, w[g], acc[s][r][g]);
+        }
       }
     }
   // The last k1 - k < S k, k + s to set s. Both loops over s are unrolled by pragma and this one
