@@ -32,6 +32,7 @@ whose weights fit in L2 (0.87-0.94 at H >= 512, where L3 is shared with other te
 import argparse
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["-DNDEBUG", "-fwrapv", "-fPIC", "-O3", "-g0", "-std=c++17", "-ffp-contract=off",
          "-fvisibility=hidden", "-Wno-psabi"]
 ISAS = ("generic", "avx2", "avx512")
+CASE = re.compile(r"(seq|step):(lstm|gru|gru_cho|rnn)(:[1-9][0-9]*){3}")
 
 
 def best_isa():
@@ -105,6 +107,10 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     args = ap.parse_args(argv)
 
+    for case in args.cases:
+        if not CASE.fullmatch(case):
+            raise SystemExit(f"case {case!r}: want seq:KIND:T:N:H or step:KIND:N:I:H, KIND one of "
+                             "lstm, gru, gru_cho, rnn, sizes >= 1")
     isa = args.isa or best_isa()
     builds = [("base", source_dir(ROOT / "csrc"))]
     if not args.no_null:
