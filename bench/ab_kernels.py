@@ -35,6 +35,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +126,6 @@ def main(argv=None):
     work = ROOT / "build" / "ab_kernels"
     work.mkdir(parents=True, exist_ok=True)
 
-    from concurrent.futures import ThreadPoolExecutor
     print(f"compiling {len(builds)} builds of kernels_{isa}.cc (minutes; cached in {work})",
           flush=True)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:

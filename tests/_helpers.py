@@ -8,6 +8,9 @@ Import it from a test file as ``import _helpers`` (tests/ is on sys.path under p
 ``prepend`` import mode).
 """
 
+import importlib.util
+import pathlib
+
 import numpy as np
 
 KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -23,6 +26,16 @@ CELL_VARIANTS = [
     ("rnn_relu", {}),
 ]
 VARIANT_IDS = ["lstm", "gru_lbr", "gru_cho", "rnn_tanh", "rnn_relu"]
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_bench_script(name):
+    """bench/<name>.py of the checkout as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"gk_bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cast_tree(tree, dtype):

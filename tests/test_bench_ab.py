@@ -1,21 +1,17 @@
 """bench/ab_kernels.py: its argument checks (no compiler needed), and under -m slow a whole run
 that compiles two builds of the generic kernels (a few minutes)."""
-import importlib.util
-import pathlib
 import shutil
 
 import pytest
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_PATH = _ROOT / "bench" / "ab_kernels.py"
+import _helpers
+
+_ROOT = _helpers.ROOT
 
 
 @pytest.fixture(scope="module")
 def ab():
-    spec = importlib.util.spec_from_file_location("gk_bench_ab_kernels", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _helpers.load_bench_script("ab_kernels")
 
 
 @pytest.mark.parametrize("argv,message", [

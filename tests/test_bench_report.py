@@ -1,18 +1,12 @@
 """bench/compare.py's check of issue 3's targets against a run's rows (no timing: rows made up)."""
-import importlib.util
-import pathlib
-
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "compare.py"
+import _helpers
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("gk_bench_compare", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _helpers.load_bench_script("compare")
 
 
 def _row(kind, what, T, N, H, gk, threads=1, pct=50.0, pct_numpy=50.0, pct_best=None, **peers):

@@ -299,6 +299,10 @@ constexpr int64_t kSumBlock = 256;
 // not its FMAs, and four more per k made it 5-9% slower: it is left to the hardware, as is a
 // per-k footprint under one cache line (the baseline build with few gates).
 constexpr int64_t kPrefetchK = 8;
+// Whether the build prefetches weights at all (see kPrefetchTile).
+#ifndef GK_PREFETCH_WEIGHTS
+#define GK_PREFETCH_WEIGHTS 1
+#endif
 template <typename T, int kCount>
 GK_INLINE void prefetch_weights(const T* p) {
   constexpr int kBytes = kCount * int(sizeof(T));
@@ -342,8 +346,8 @@ GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t blo
                          const Tiling& tl, int64_t q0, int64_t q1, int64_t K) {
   const int64_t next = par.backward ? b - 1 : b + 1, tiles = tl.index(q1) - tl.index(q0);
   Ahead a;
-  if (double(nb) * block * sizeof(T) <= kAheadBytes || next < 0 || next >= nb || tiles < 1 ||
-      K < 1)
+  if (!GK_PREFETCH_WEIGHTS || double(nb) * block * sizeof(T) <= kAheadBytes || next < 0 ||
+      next >= nb || tiles < 1 || K < 1)
     return a;
   a.p = reinterpret_cast<const char*>(panel + next * block);
   a.left = block * int64_t(sizeof(T)) / 64;
@@ -377,7 +381,7 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
     if (sets_of(g_part, part.height(n)) != sets_of(g_whole, whole.height(r0 + n))) return false;
   return true;
 }
-// Whether a tile of R rows and G gates prefetches its weights (prefetch_weights, Ahead): the
+// Whether a tile of R rows prefetches its weights (prefetch_weights, Ahead): the
 // build's choice (GK_PREFETCH_WEIGHTS, default 1). The AVX2 build does not: measured on AMD
 // EPYC Zen 3 (family 25 model 1; a C++ driver alternating builds call by call in one process,
 // median of 21-31 paired ratios; a null A/B of the same source read 0.98-1.06, 0.91-0.94 at
@@ -388,10 +392,7 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
 // 0.99-1.03x, GRU H = 512 0.92-0.99x. The LSTM's tile (3 rows x 4 gates: 17 of 16 ymm
 // registers, so it reloaded one weight vector per row) issued 9 loads per 12 FMAs without them,
 // 11 with; the loads, not the FMAs, set its pace there.
-#ifndef GK_PREFETCH_WEIGHTS
-#define GK_PREFETCH_WEIGHTS 1
-#endif
-template <int G, int R>
+template <int R>
 constexpr bool kPrefetchTile = R > 1 && GK_PREFETCH_WEIGHTS;
 // Whether a tile holds its R row broadcasts in registers and loads its G weight vectors one at
 // a time, instead of holding the G weight vectors and broadcasting one row at a time: where
@@ -424,7 +425,7 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
   for (; k + S <= k1; k += S)
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
-      if constexpr (kPrefetchTile<G, R>) {
+      if constexpr (kPrefetchTile<R>) {
         prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
         if (ahead) ahead->pull();
       }
