@@ -20,6 +20,7 @@
 #define GK_ACC_REGS 12   // of 16 ymm registers
 #define GK_PREFETCH_WEIGHTS 0  // kernel.h, kPrefetchTile
 #define GK_VEC_REGS 16         // kernel.h, kBroadcastFirst
+#define GK_K_UNROLL 4          // kernel.h, tile_dot_block
 // Input projection chunks of 512 KiB (kernel.h, projection_steps), not 2 MiB: on a core with
 // 512 KiB of L2 (AMD EPYC Zen 3, family 25 model 1) a 2 MiB chunk is written to L3 and read
 // back from there by the steps. Measured there (a C++ driver alternating the two sizes call by
