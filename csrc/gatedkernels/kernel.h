@@ -415,10 +415,10 @@ constexpr bool kBroadcastFirst = false;
 // choice (GK_K_UNROLL; unset or 1: left to the compiler, which does not unroll it at -O3). The
 // AVX2 build unrolls by 4: the same FMAs in the same order, bitwise equal. Why it pays there is
 // not pinned down (unrolled, the loads take fixed offsets and one pointer update per 4 k).
-// Measured on AMD EPYC Zen 3 (bench/ab_kernels.py, 21 rounds, a null A/B of the same source at
-// 0.97-1.04): T = 100 LSTM sequences N = 16-64, H = 256-512 1.02-1.07x, GRU 1.06-1.08x, RNN
-// N = 64 1.02x, LSTM step (8, 128, 256) 1.14x; one-row tiles (N = 1) unchanged. Unrolling by 2
-// or 8 gave the same.
+// Measured on AMD EPYC Zen 3 (bench/ab_kernels.py, two runs of 21 rounds, a null A/B of the same
+// source at 0.96-1.04): T = 100 sequences, LSTM N = 4-64 1.03-1.11x, GRU and Cho GRU
+// 1.00-1.08x, RNN 1.02-1.07x; LSTM step (8, 128, 256) 1.10-1.14x; N = 1 0.98-1.02x. Unrolling
+// by 2 or 8 gave the same as 4; the baseline build (SSE2) gained nothing from it.
 #ifndef GK_K_UNROLL
 #define GK_K_UNROLL 1
 #endif
