@@ -391,7 +391,10 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
 // 1.07-1.16x, Cho GRU 1.21x, RNN 1.11-1.30x, steps N = 8 1.09-1.18x; in the fast one
 // 0.99-1.03x, GRU H = 512 0.92-0.99x. The LSTM's tile (3 rows x 4 gates: 17 of 16 ymm
 // registers, so it reloaded one weight vector per row) issued 9 loads per 12 FMAs without them,
-// 11 with; the loads, not the FMAs, set its pace there.
+// 11 with; the loads, not the FMAs, set its pace there. Re-measured with the k loop unrolled
+// (GK_K_UNROLL): prefetching again gained in the fast state at H = 512 (LSTM N = 16 1.10x, GRU
+// 1.08x) but lost at H = 256 (0.95-0.98x) and on steps (N = 8 0.87x); prefetching only in
+// layers past kAheadBytes read 0.86-1.01x in a slower state. So still none.
 template <int R>
 constexpr bool kPrefetchTile = R > 1 && GK_PREFETCH_WEIGHTS;
 // Whether a tile holds its R row broadcasts in registers and loads its G weight vectors one at
