@@ -47,13 +47,10 @@ CASE = re.compile(r"(seq|step):(lstm|gru|gru_cho|rnn)(:[1-9][0-9]*){3}")
 
 
 def best_isa():
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "generic"
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"} <= set(flags):
-        return "avx512"
-    return "avx2" if {"avx2", "fma"} <= set(flags) else "generic"
+    """The build the installed package's dispatch picks on this CPU (its own feature checks,
+    OS register support included)."""
+    from gatedkernels import _ext
+    return _ext.best_isa()
 
 
 def source_dir(path):
