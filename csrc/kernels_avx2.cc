@@ -19,6 +19,7 @@
 #define GK_VB_BYTES 32   // one ymm register: 8 floats, 4 doubles
 #define GK_ACC_REGS 12   // of 16 ymm registers
 #define GK_PREFETCH_WEIGHTS 0  // kernel.h, kPrefetchTile
+#define GK_PREFETCH_NEXT 1     // kernel.h, Ahead (the lean pull of the next block)
 #define GK_VEC_REGS 16         // kernel.h, kBroadcastFirst
 #define GK_K_UNROLL 4          // kernel.h, tile_dot_block
 // Input projection chunks of 512 KiB (kernel.h, projection_steps), not 2 MiB: on a core with

@@ -299,10 +299,15 @@ constexpr int64_t kSumBlock = 256;
 // not its FMAs, and four more per k made it 5-9% slower: it is left to the hardware, as is a
 // per-k footprint under one cache line (the baseline build with few gates).
 constexpr int64_t kPrefetchK = 8;
-// Whether the build prefetches weights at all (see kPrefetchTile).
+// Whether the build prefetches weights at all (see kPrefetchTile), and whether it pulls the next
+// block only from a block's first tile (see Ahead).
 #ifndef GK_PREFETCH_WEIGHTS
 #define GK_PREFETCH_WEIGHTS 1
 #endif
+#ifndef GK_PREFETCH_NEXT
+#define GK_PREFETCH_NEXT 0
+#endif
+static_assert(!(GK_PREFETCH_WEIGHTS && GK_PREFETCH_NEXT), "one way of pulling the next block");
 template <typename T, int kCount>
 GK_INLINE void prefetch_weights(const T* p) {
   constexpr int kBytes = kCount * int(sizeof(T));
@@ -320,6 +325,23 @@ GK_INLINE void prefetch_weights(const T* p) {
 // T=50 N=64 H=1024 (16 MiB of W_hh) 1.076x, T=100 N=64 H=512 1.065x, N=16 H=512 1.085x; GRU
 // H=1024 and H=512 1.05x; H <= 256 unchanged, and a threshold of 512 KiB (kAheadBytes) gained
 // nothing there. A one-row tile (a stream) is bound by its loads and pulls nothing.
+//
+// Builds that leave per-k prefetching off (GK_PREFETCH_WEIGHTS 0) can pull the next block the
+// lean way instead (GK_PREFETCH_NEXT 1): the block's first tile, if it has >= 3 rows (kPullNext),
+// prefetches at each of its k the same k's weights of the next block (two lines per k from a
+// pointer held in a register, no count), and the tiles after it pull nothing. An item of fewer
+// than kPullNextTiles tiles pulls only in a layer of more than kPullNextBytes. The AVX2 build
+// does this. Measured on AMD EPYC Zen 3 (family 25 model 1: 512 KiB of L2, 32 MiB of L3 shared
+// with other tenants; bench/ab_kernels.py, 15-25 paired rounds, null A/Bs of 0.97-1.05, bitwise
+// equal outputs), one thread: T = 100 sequences at H = 512, LSTM N = 16 1.01-1.09x, N = 32
+// 1.03-1.05x, N = 64 0.99-1.05x, GRU N = 16 1.04-1.14x; H = 1024: LSTM T = 20-50 N = 64
+// 1.00-1.03x, N = 3 1.16-1.20x, GRU N = 4 1.16-1.24x, RNN N = 16 1.04-1.07x; steps GRU (4, 256,
+// 1024) 1.20-1.41x, LSTM (4, 256, 1024) 1.09x. Two threads: 0.97-1.12x against 0.99-1.07 of the
+// null. Items of 1-2 tiles in layers of 3-4 MiB lost 5-7% with it (LSTM and GRU N = 4-5,
+// H = 512; steps (3, 512, 512), (4, 512, 512)), hence kPullNextTiles; a 2-row tile, bound by its
+// weight loads, 15% (LSTM N = 2, H = 512), hence the 3 rows. Pulling from the second tile instead
+// of the first gained less (GRU 1.08x, LSTM 1.02x); kAheadBytes of 512 KiB, nothing at H = 256
+// (LSTM step N = 8 0.93x). Ahead::pull's count and loop per k cost that core 15-17%.
 struct Ahead {
   const char* p = nullptr;
   int64_t left = 0;  // lines still to pull
@@ -337,6 +359,10 @@ struct Ahead {
 // Layers whose weights take more than this many bytes pull the next block ahead (Ahead): a
 // smaller one stays in L2 from step to step (2 MiB on the machines measured).
 constexpr double kAheadBytes = double(2 << 20);
+// The lean pull (GK_PREFETCH_NEXT) of a block's item of fewer than kPullNextTiles tiles, only in
+// a layer of more than kPullNextBytes (see Ahead).
+constexpr int64_t kPullNextTiles = 3;
+constexpr double kPullNextBytes = double(8 << 20);
 
 // The Ahead of an item of block b in [0, nb) of a panel of nb blocks of `block` elements each,
 // rows [q0, q1) of the tiles tl over K k: the block this thread most likely takes next (its
@@ -346,8 +372,10 @@ GK_INLINE Ahead ahead_of(const Par& par, const T* panel, int64_t nb, int64_t blo
                          const Tiling& tl, int64_t q0, int64_t q1, int64_t K) {
   const int64_t next = par.backward ? b - 1 : b + 1, tiles = tl.index(q1) - tl.index(q0);
   Ahead a;
-  if (!GK_PREFETCH_WEIGHTS || double(nb) * block * sizeof(T) <= kAheadBytes || next < 0 ||
-      next >= nb || tiles < 1 || K < 1)
+  const double bytes = double(nb) * block * sizeof(T);
+  if (!(GK_PREFETCH_WEIGHTS || GK_PREFETCH_NEXT) || bytes <= kAheadBytes || next < 0 ||
+      next >= nb || tiles < 1 || K < 1 ||
+      (GK_PREFETCH_NEXT && tiles < kPullNextTiles && bytes <= kPullNextBytes))
     return a;
   a.p = reinterpret_cast<const char*>(panel + next * block);
   a.left = block * int64_t(sizeof(T)) / 64;
@@ -427,11 +455,16 @@ constexpr bool kBroadcastFirst = false;
 #endif
 #define GK_STRINGIFY(x) #x
 #define GK_PRAGMA_UNROLL(n) _Pragma(GK_STRINGIFY(GCC unroll n))
-template <typename T, int G, int R, int GS>
-GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
-                              T* out, int64_t stride, bool add, const T* bias = nullptr,
-                              Ahead* ahead = nullptr) {
+// Whether a tile of R rows can pull the next block the lean way (GK_PREFETCH_NEXT, see Ahead).
+template <int R>
+constexpr bool kPullNext = GK_PREFETCH_NEXT && R >= 3;
+// tile_dot_block below; kNext: prefetch, at each k, the same k's weights of the next block (next).
+template <typename T, int G, int R, int GS, bool kNext>
+GK_INLINE void tile_dot_block_at(const T* const* a, const T* block, int64_t k0, int64_t k1,
+                                 T* out, int64_t stride, bool add, const T* bias, Ahead* ahead,
+                                 const char* next) {
   constexpr int VB = Tile<T>::VB;
+  constexpr int64_t kBytesK = int64_t(GS) * VB * sizeof(T);  // of the panel, per k
   constexpr int S = G * R >= kChains ? 1 : (kChains + G * R - 1) / (G * R);
   Vec<T> acc[S][R][G];
   for (int s = 0; s < S; ++s)
@@ -447,6 +480,11 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
       if constexpr (kPrefetchTile<R>) {
         prefetch_weights<T, G * VB>(block + (k + s + kPrefetchK) * GS * VB);
         if (ahead) ahead->pull();
+      }
+      if constexpr (kNext) {
+        const char* q = next + (k + s) * kBytesK;
+        __builtin_prefetch(q, 0, 2);
+        if constexpr (kBytesK > 64) __builtin_prefetch(q + 64, 0, 2);
       }
       if constexpr (kBroadcastFirst<G, R>) {
         Vec<T> b[R];
@@ -491,6 +529,20 @@ GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int
       vstore(v, o);
     }
 }
+template <typename T, int G, int R, int GS>
+GK_INLINE void tile_dot_block(const T* const* a, const T* block, int64_t k0, int64_t k1,
+                              T* out, int64_t stride, bool add, const T* bias = nullptr,
+                              Ahead* ahead = nullptr) {
+  if constexpr (kPullNext<R>) {
+    if (ahead && ahead->p) {  // two copies of the loop: no per-k test
+      tile_dot_block_at<T, G, R, GS, true>(a, block, k0, k1, out, stride, add, bias, ahead,
+                                           ahead->p);
+      return;
+    }
+  }
+  tile_dot_block_at<T, G, R, GS, false>(a, block, k0, k1, out, stride, add, bias, ahead,
+                                        nullptr);
+}
 
 // The whole K, block by block (see kSumBlock). add: out += the dot products (a gate-split
 // tile's later blocks, see tile_dot_split: the same sums as in one call). bias: added to the
@@ -506,6 +558,7 @@ GK_INLINE void tile_dot_fixed(const T* const* a, const T* block, int64_t K, T* o
                                 k1 == K ? bias : nullptr, ahead);
     k0 = k1;
   } while (k0 < K);
+  if (GK_PREFETCH_NEXT && ahead) ahead->p = nullptr;  // pulled by the block's first tile only
 }
 
 // The same for any rows <= BT(G) (a[0..rows) point at them): a full tile or the matching
