@@ -422,7 +422,8 @@ inline bool same_sets(const Tiling& whole, int g_whole, const Tiling& part, int 
 // 11 with; the loads, not the FMAs, set its pace there. Re-measured with the k loop unrolled
 // (GK_K_UNROLL): prefetching again gained in the fast state at H = 512 (LSTM N = 16 1.10x, GRU
 // 1.08x) but lost at H = 256 (0.95-0.98x) and on steps (N = 8 0.87x); prefetching only in
-// layers past kAheadBytes read 0.86-1.01x in a slower state. So still none.
+// layers past kAheadBytes read 0.86-1.01x in a slower state. So still none
+// within a block; it pulls the next block the lean way instead (GK_PREFETCH_NEXT, see Ahead).
 template <int R>
 constexpr bool kPrefetchTile = R > 1 && GK_PREFETCH_WEIGHTS;
 // Whether a tile holds its R row broadcasts in registers and loads its G weight vectors one at
