@@ -332,11 +332,11 @@ GK_INLINE void prefetch_weights(const T* p) {
 // pointer held in a register, no count), and the tiles after it pull nothing. An item of fewer
 // than kPullNextTiles tiles pulls only in a layer of more than kPullNextBytes. The AVX2 build
 // does this. Measured on AMD EPYC Zen 3 (family 25 model 1: 512 KiB of L2, 32 MiB of L3 shared
-// with other tenants; bench/ab_kernels.py, 15-25 paired rounds, null A/Bs of 0.97-1.05, bitwise
+// with other tenants; bench/ab_kernels.py, 15-25 paired rounds, null A/Bs of 0.97-1.09, bitwise
 // equal outputs), one thread: T = 100 sequences at H = 512, LSTM N = 16 1.01-1.09x, N = 32
 // 1.03-1.05x, N = 64 0.99-1.05x, GRU N = 16 1.04-1.14x; H = 1024: LSTM T = 20-50 N = 64
 // 1.00-1.03x, N = 3 1.16-1.20x, GRU N = 4 1.16-1.24x, RNN N = 16 1.04-1.07x; steps GRU (4, 256,
-// 1024) 1.20-1.41x, LSTM (4, 256, 1024) 1.09x. Two threads: 0.97-1.12x against 0.99-1.07 of the
+// 1024) 1.20-1.41x, LSTM (4, 256, 1024) 1.09x. Two threads: 0.97-1.12x against 0.98-1.07 of the
 // null. Items of 1-2 tiles in layers of 3-4 MiB lost 5-7% with it (LSTM and GRU N = 4-5,
 // H = 512; steps (3, 512, 512), (4, 512, 512)), hence kPullNextTiles; a 2-row tile, bound by its
 // weight loads, 15% (LSTM N = 2, H = 512), hence the 3 rows. Pulling from the second tile instead
